@@ -1,0 +1,131 @@
+package raftbridge
+
+import (
+	"sync"
+
+	"github.com/google/uuid"
+)
+
+// Directory maps Raft IDs to the incarnation currently holding them and
+// knows every tombstoned Raft ID and incarnation. The bridge consults it for
+// every message in both directions, so lookups must be cheap and safe for
+// concurrent use.
+//
+// The directory is fed from committed membership (ConfChanges applied from
+// the Raft log); the bridge never changes it.
+type Directory interface {
+	// Incarnation returns the incarnation of a current member.
+	Incarnation(id uint64) (uuid.UUID, bool)
+	// RemovedID reports whether the Raft ID was removed from the cluster.
+	RemovedID(id uint64) bool
+	// RemovedIncarnation reports whether the incarnation was removed.
+	RemovedIncarnation(inc uuid.UUID) bool
+	// Version is the membership version the directory reflects: it grows
+	// with every applied membership change.
+	Version() uint64
+}
+
+// MemDirectory is a Directory held in memory, safe for concurrent use. The
+// node runtime keeps one up to date from applied ConfChanges; tests build
+// their own.
+type MemDirectory struct {
+	mu          sync.RWMutex
+	members     map[uint64]uuid.UUID
+	removedIDs  map[uint64]struct{}
+	removedIncs map[uuid.UUID]struct{}
+	version     uint64
+}
+
+// NewMemDirectory returns an empty directory at version 0.
+func NewMemDirectory() *MemDirectory {
+	return &MemDirectory{
+		members:     make(map[uint64]uuid.UUID),
+		removedIDs:  make(map[uint64]struct{}),
+		removedIncs: make(map[uuid.UUID]struct{}),
+	}
+}
+
+// Incarnation implements Directory.
+func (d *MemDirectory) Incarnation(id uint64) (uuid.UUID, bool) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	inc, ok := d.members[id]
+	return inc, ok
+}
+
+// RemovedID implements Directory.
+func (d *MemDirectory) RemovedID(id uint64) bool {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	_, ok := d.removedIDs[id]
+	return ok
+}
+
+// RemovedIncarnation implements Directory.
+func (d *MemDirectory) RemovedIncarnation(inc uuid.UUID) bool {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	_, ok := d.removedIncs[inc]
+	return ok
+}
+
+// Version implements Directory.
+func (d *MemDirectory) Version() uint64 {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.version
+}
+
+// Set records inc as the incarnation of id and bumps the version. It
+// refuses (returns false) to resurrect a tombstoned ID or incarnation.
+func (d *MemDirectory) Set(id uint64, inc uuid.UUID) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, gone := d.removedIDs[id]; gone {
+		return false
+	}
+	if _, gone := d.removedIncs[inc]; gone {
+		return false
+	}
+	d.members[id] = inc
+	d.version++
+	return true
+}
+
+// Remove tombstones id and its incarnation (if known) forever and bumps the
+// version.
+func (d *MemDirectory) Remove(id uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if inc, ok := d.members[id]; ok {
+		d.removedIncs[inc] = struct{}{}
+		delete(d.members, id)
+	}
+	d.removedIDs[id] = struct{}{}
+	d.version++
+}
+
+// TombstoneIncarnation tombstones an incarnation that may never have been a
+// member (for example one that announced itself and was then abandoned).
+func (d *MemDirectory) TombstoneIncarnation(inc uuid.UUID) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.removedIncs[inc] = struct{}{}
+	for id, cur := range d.members {
+		if cur == inc {
+			delete(d.members, id)
+		}
+	}
+	d.version++
+}
+
+// Members returns a copy of the current members.
+func (d *MemDirectory) Members() map[uint64]uuid.UUID {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	out := make(map[uint64]uuid.UUID, len(d.members))
+	for k, v := range d.members {
+		out[k] = v
+	}
+	return out
+}
