@@ -1,0 +1,48 @@
+package cli
+
+import (
+	"context"
+	"errors"
+)
+
+// Exit codes of the raftbus command, the same for every subcommand.
+const (
+	ExitOK           = 0   // success
+	ExitError        = 1   // the operation failed
+	ExitUsage        = 2   // bad flags or arguments
+	ExitUnreachable  = 3   // cannot connect to NATS or the cluster, or authentication failed
+	ExitPrecondition = 4   // a precondition failed: identity mismatch, no such member, conflict
+	ExitInterrupted  = 130 // interrupted by a signal
+)
+
+// exitError carries an exit code through cobra's error return.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func withCode(code int, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &exitError{code: code, err: err}
+}
+
+func usageErr(err error) error { return withCode(ExitUsage, err) }
+
+// codeOf maps an error to the exit code it stands for.
+func codeOf(err error) int {
+	var ee *exitError
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.As(err, &ee):
+		return ee.code
+	case errors.Is(err, context.Canceled):
+		return ExitInterrupted
+	}
+	return ExitError
+}

@@ -1,0 +1,476 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+
+	"github.com/raftbus/raftbus/raftbridge"
+)
+
+// Node runs one member of a Raft cluster: the etcd raft node, its Ready
+// loop, the apply loop feeding the StateMachine, and the transport bridge.
+type Node struct {
+	cfg     Config
+	log     *slog.Logger
+	raft    raft.Node
+	bridge  *raftbridge.Bridge
+	members *membership
+	metrics *metrics
+
+	applied *indexWaiter // last index applied to the state machine
+	durable *indexWaiter // highest index known durable (commit or snapshot)
+	props   *requests[result]
+	reads   *requests[uint64]
+	reqBase uint64
+	reqSeq  atomic.Uint64
+
+	lead     atomic.Uint64
+	term     atomic.Uint64
+	commit   atomic.Uint64
+	isLeader atomic.Bool
+	removed  atomic.Bool
+
+	applyc chan applyBatch
+
+	stopOnce sync.Once
+	stopc    chan struct{} // closed when Stop begins
+	done     chan struct{} // closed when Stop has finished
+	loops    sync.WaitGroup
+}
+
+// applyBatch is what the Ready loop hands to the apply loop: optionally a
+// snapshot to restore first, then committed entries in order.
+type applyBatch struct {
+	snap    *raftpb.Snapshot
+	entries []*raftpb.Entry
+}
+
+// New starts a node. With empty storage and Config.Peers it bootstraps a new
+// cluster; with existing storage it restarts from it; with neither it waits,
+// uninitialised, for the leader of the cluster it was added to.
+func New(cfg Config) (*Node, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	n := &Node{
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "node", "raft_id", HexID(cfg.ID)),
+		members: newMembership(),
+		props:   newRequests[result](),
+		reads:   newRequests[uint64](),
+		applyc:  make(chan applyBatch, 64),
+		stopc:   make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	n.reqBase = binary.BigEndian.Uint64(b[:])
+
+	st := cfg.Storage
+	hs, _, err := st.InitialState()
+	if err != nil {
+		return nil, fmt.Errorf("node: read initial state: %w", err)
+	}
+	snap, err := st.Snapshot()
+	if err != nil {
+		return nil, fmt.Errorf("node: read snapshot: %w", err)
+	}
+	last, err := st.LastIndex()
+	if err != nil {
+		return nil, fmt.Errorf("node: read last index: %w", err)
+	}
+	restart := !raft.IsEmptyHardState(hs) || last > 0 || !raft.IsEmptySnap(snap)
+	snapIndex := snap.GetMetadata().GetIndex()
+	if !raft.IsEmptySnap(snap) {
+		if err := n.restore(snap); err != nil {
+			return nil, err
+		}
+	}
+	n.applied = newIndexWaiter(snapIndex)
+	n.durable = newIndexWaiter(max(snapIndex, hs.GetCommit()))
+	if restart {
+		// Prime the directory with every committed membership change, so the
+		// bridge knows members and tombstones before the first delivery. Raft
+		// replays the same entries through the apply loop; applying them
+		// again is idempotent.
+		if err := n.primeMembership(snapIndex, hs.GetCommit()); err != nil {
+			return nil, err
+		}
+	} else {
+		for _, p := range cfg.Peers {
+			p := p
+			n.members.apply(0, &raftpb.ConfChangeSingle{Type: raftpb.ConfChangeAddNode.Enum(), NodeId: &p.ID}, &confContext{Member: &p})
+		}
+	}
+	n.metrics = newMetrics(cfg.Registerer, n)
+
+	bridge, err := raftbridge.New(raftbridge.Config{
+		Cluster:     cfg.Cluster,
+		ID:          cfg.ID,
+		Incarnation: cfg.Incarnation,
+		Bus:         cfg.Bus,
+		Directory:   n.members,
+		Raft:        n,
+		Logger:      cfg.Logger,
+		Registerer:  cfg.Registerer,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	n.bridge = bridge
+
+	rc := &raft.Config{
+		ID:                        cfg.ID,
+		ElectionTick:              cfg.ElectionTicks,
+		HeartbeatTick:             cfg.HeartbeatTicks,
+		Storage:                   st,
+		MaxSizePerMsg:             cfg.MaxSizePerMsg,
+		MaxInflightMsgs:           cfg.MaxInflightMsgs,
+		MaxUncommittedEntriesSize: 64 << 20,
+		CheckQuorum:               true,
+		PreVote:                   true,
+		StepDownOnRemoval:         true,
+		Logger:                    newRaftLogger(cfg.Logger),
+	}
+	switch {
+	case restart:
+		n.raft = raft.RestartNode(rc)
+	case len(cfg.Peers) > 0:
+		peers := make([]raft.Peer, 0, len(cfg.Peers))
+		for _, p := range cfg.Peers {
+			ctx, err := confChangeContext(0, p)
+			if err != nil {
+				return nil, err
+			}
+			peers = append(peers, raft.Peer{ID: p.ID, Context: ctx})
+		}
+		n.raft = raft.StartNode(rc, peers)
+	default:
+		n.raft = raft.RestartNode(rc)
+	}
+	if err := bridge.Start(); err != nil {
+		n.raft.Stop()
+		_ = bridge.Close()
+		return nil, fmt.Errorf("node: start transport: %w", err)
+	}
+	n.loops.Add(2)
+	go n.runRaft()
+	go n.runApply()
+	n.log.Info("node started", "cluster", cfg.Cluster, "incarnation", cfg.Incarnation, "name", cfg.Name,
+		"restart", restart, "bootstrap", !restart && len(cfg.Peers) > 0, "snapshot_index", snapIndex)
+	return n, nil
+}
+
+func confChangeContext(req uint64, m Member) ([]byte, error) {
+	return jsonMarshal(confContext{Request: req, Member: &m})
+}
+
+// primeMembership applies the committed membership changes in (from, to]
+// from storage to the membership state.
+func (n *Node) primeMembership(from, to uint64) error {
+	for lo := from + 1; lo <= to; {
+		ents, err := n.cfg.Storage.Entries(lo, to+1, 4<<20)
+		if err != nil {
+			return fmt.Errorf("node: read log [%d, %d]: %w", lo, to, err)
+		}
+		for _, e := range ents {
+			if cc, ctx, ok := decodeConfChange(e); ok {
+				for _, ch := range cc.GetChanges() {
+					if n.members.validate(ch, ctx) == nil {
+						n.members.apply(e.GetIndex(), ch, ctx)
+					}
+				}
+			}
+			lo = e.GetIndex() + 1
+		}
+		if len(ents) == 0 {
+			break
+		}
+	}
+	return nil
+}
+
+// runRaft is the Ready loop: the only goroutine that ticks Raft, persists
+// its output and hands messages to the bridge.
+func (n *Node) runRaft() {
+	defer n.loops.Done()
+	defer close(n.applyc)
+	ticker := time.NewTicker(n.cfg.TickInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ticker.C:
+			n.raft.Tick()
+		case rd := <-n.raft.Ready():
+			if err := n.handleReady(rd); err != nil {
+				n.log.Error("cannot persist raft state; stopping the node", "err", err)
+				go n.Stop()
+				return
+			}
+		case <-n.stopc:
+			return
+		}
+	}
+}
+
+func (n *Node) handleReady(rd raft.Ready) error {
+	if rd.SoftState != nil {
+		n.observeSoftState(rd.SoftState)
+	}
+	if rd.HardState != nil && rd.HardState.Term != nil {
+		n.term.Store(rd.HardState.GetTerm())
+	}
+	for _, rs := range rd.ReadStates {
+		if len(rs.RequestCtx) == 8 {
+			n.reads.trigger(binary.BigEndian.Uint64(rs.RequestCtx), rs.Index)
+		}
+	}
+	// A leader may send its appends while it writes them itself (Raft
+	// thesis §10.2.1); its hard state carries no vote that a message could
+	// depend on. Everyone else persists first.
+	leader := n.isLeader.Load()
+	if leader {
+		n.bridge.Send(rd.Messages)
+	}
+	if !raft.IsEmptySnap(rd.Snapshot) {
+		if err := n.cfg.Storage.ApplySnapshot(rd.Snapshot); err != nil {
+			return fmt.Errorf("apply snapshot at %d: %w", rd.Snapshot.GetMetadata().GetIndex(), err)
+		}
+		n.durable.advance(rd.Snapshot.GetMetadata().GetIndex())
+	}
+	if err := n.cfg.Storage.Save(rd.HardState, rd.Entries); err != nil {
+		return fmt.Errorf("save %d entries: %w", len(rd.Entries), err)
+	}
+	if hs := rd.HardState; hs != nil {
+		n.commit.Store(hs.GetCommit())
+		n.durable.advance(hs.GetCommit())
+	}
+	if !leader {
+		n.bridge.Send(rd.Messages)
+	}
+	if !raft.IsEmptySnap(rd.Snapshot) || len(rd.CommittedEntries) > 0 {
+		b := applyBatch{entries: rd.CommittedEntries}
+		if !raft.IsEmptySnap(rd.Snapshot) {
+			b.snap = rd.Snapshot
+		}
+		// The apply channel is bounded: if the state machine falls behind,
+		// Raft waits here rather than queueing without limit.
+		select {
+		case n.applyc <- b:
+		case <-n.stopc:
+			return nil
+		}
+	}
+	n.raft.Advance()
+	return nil
+}
+
+func (n *Node) observeSoftState(ss *raft.SoftState) {
+	old := n.lead.Swap(ss.Lead)
+	n.isLeader.Store(ss.RaftState == raft.StateLeader)
+	if old != ss.Lead {
+		n.metrics.leaderChanges.Inc()
+		n.log.Info("leader changed", "leader", HexID(ss.Lead), "previous", HexID(old), "state", ss.RaftState.String())
+	}
+}
+
+// Propose replicates data and returns once it is committed and applied on
+// this node, with its index and the state machine's result. Followers
+// forward proposals to the leader.
+func (n *Node) Propose(ctx context.Context, data []byte) (uint64, any, error) {
+	if err := n.checkUsable(); err != nil {
+		return 0, nil, err
+	}
+	if len(data) > n.cfg.MaxProposalBytes {
+		return 0, nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), n.cfg.MaxProposalBytes)
+	}
+	id := n.nextRequestID()
+	ch := n.props.register(id)
+	n.metrics.pending.Inc()
+	defer n.metrics.pending.Dec()
+	if err := n.raft.Propose(ctx, encodeEntry(id, data)); err != nil {
+		n.props.cancel(id)
+		n.metrics.failed.Inc()
+		return 0, nil, n.mapRaftErr(err)
+	}
+	select {
+	case r := <-ch:
+		return r.index, r.value, r.err
+	case <-ctx.Done():
+		n.props.cancel(id)
+		n.metrics.failed.Inc()
+		return 0, nil, ctx.Err()
+	case <-n.stopc:
+		n.props.cancel(id)
+		return 0, nil, n.stoppedErr()
+	}
+}
+
+// ReadIndex returns once this node has applied everything committed before
+// the call: a linearizable read may then be served from local state.
+func (n *Node) ReadIndex(ctx context.Context) error {
+	if err := n.checkUsable(); err != nil {
+		return err
+	}
+	id := n.nextRequestID()
+	ch := n.reads.register(id)
+	defer n.reads.cancel(id)
+	rctx := binary.BigEndian.AppendUint64(nil, id)
+	// Raft drops a read request silently across a leader change, so it is
+	// re-sent until answered.
+	retry := time.NewTicker(10 * n.cfg.TickInterval)
+	defer retry.Stop()
+	for {
+		if err := n.raft.ReadIndex(ctx, rctx); err != nil {
+			return n.mapRaftErr(err)
+		}
+		select {
+		case idx := <-ch:
+			return n.applied.wait(ctx, idx, n.stopc)
+		case <-retry.C:
+			if n.lead.Load() == 0 {
+				return ErrNoLeader
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-n.stopc:
+			return n.stoppedErr()
+		}
+	}
+}
+
+func (n *Node) checkUsable() error {
+	select {
+	case <-n.stopc:
+		return n.stoppedErr()
+	default:
+	}
+	if n.lead.Load() == 0 {
+		return ErrNoLeader
+	}
+	return nil
+}
+
+func (n *Node) stoppedErr() error {
+	if n.removed.Load() {
+		return ErrRemoved
+	}
+	return ErrStopped
+}
+
+func (n *Node) mapRaftErr(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrProposalDropped):
+		return ErrProposalDropped
+	case errors.Is(err, raft.ErrStopped):
+		return n.stoppedErr()
+	}
+	return err
+}
+
+func (n *Node) nextRequestID() uint64 { return n.reqBase + n.reqSeq.Add(1) }
+
+// Process implements raftbridge.Raft.
+func (n *Node) Process(ctx context.Context, m *raftpb.Message) error {
+	return n.raft.Step(ctx, m)
+}
+
+// ReportUnreachable implements raftbridge.Raft.
+func (n *Node) ReportUnreachable(id uint64) { n.raft.ReportUnreachable(id) }
+
+// ReportSnapshot implements raftbridge.Raft.
+func (n *Node) ReportSnapshot(id uint64, status raft.SnapshotStatus) {
+	n.raft.ReportSnapshot(id, status)
+}
+
+// ReceiveSnapshot implements raftbridge.SnapshotReceiver: it steps the
+// snapshot into Raft and returns only once it is durable here (or Raft
+// already holds everything it covers), so the sender's SnapshotFinish means
+// the snapshot survives a crash of this node.
+func (n *Node) ReceiveSnapshot(ctx context.Context, m *raftpb.Message) error {
+	idx := m.GetSnapshot().GetMetadata().GetIndex()
+	if err := n.raft.Step(ctx, m); err != nil {
+		return n.mapRaftErr(err)
+	}
+	return n.durable.wait(ctx, idx, n.stopc)
+}
+
+// Stop stops the node: a leader first hands leadership to another voter
+// (bounded by StopTransferTimeout), then the loops stop and Stop waits for
+// them. Stop is idempotent and safe to call concurrently.
+func (n *Node) Stop() {
+	n.stopOnce.Do(func() {
+		if !n.removed.Load() {
+			n.transferLeadership()
+		}
+		close(n.stopc)
+		_ = n.bridge.Close()
+		n.raft.Stop()
+		n.loops.Wait()
+		n.metrics.unregister()
+		n.log.Info("node stopped")
+		close(n.done)
+	})
+	<-n.done
+}
+
+// Done is closed once the node has stopped, whether by Stop, by learning
+// that it was removed, or by a storage failure.
+func (n *Node) Done() <-chan struct{} { return n.done }
+
+// Err returns why the node stopped: ErrRemoved when it was removed from the
+// cluster, ErrStopped otherwise, nil while it runs.
+func (n *Node) Err() error {
+	select {
+	case <-n.done:
+		return n.stoppedErr()
+	default:
+		return nil
+	}
+}
+
+func (n *Node) transferLeadership() {
+	if !n.isLeader.Load() {
+		return
+	}
+	st := n.raft.Status()
+	var best, bestMatch uint64
+	for id, pr := range st.Progress {
+		if id == n.cfg.ID || pr.IsLearner {
+			continue
+		}
+		if pr.Match >= bestMatch {
+			best, bestMatch = id, pr.Match
+		}
+	}
+	if best == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.StopTransferTimeout)
+	defer cancel()
+	n.log.Info("transferring leadership before stop", "to", HexID(best))
+	n.raft.TransferLeadership(ctx, n.cfg.ID, best)
+	tick := time.NewTicker(n.cfg.TickInterval)
+	defer tick.Stop()
+	for {
+		if l := n.lead.Load(); l != n.cfg.ID && l != 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			n.log.Warn("leadership transfer did not finish before the timeout", "to", HexID(best))
+			return
+		case <-tick.C:
+		}
+	}
+}

@@ -1,0 +1,69 @@
+package node
+
+import (
+	"github.com/google/uuid"
+)
+
+// Status is a point-in-time view of a node, served on GET /status.
+type Status struct {
+	ID                string            `json:"id"`
+	Name              string            `json:"name,omitempty"`
+	Incarnation       uuid.UUID         `json:"incarnation"`
+	Cluster           uuid.UUID         `json:"cluster"`
+	State             string            `json:"state"`
+	Term              uint64            `json:"term"`
+	Leader            string            `json:"leader"`
+	Commit            uint64            `json:"commit_index"`
+	Applied           uint64            `json:"applied_index"`
+	MembershipVersion uint64            `json:"membership_version"`
+	Members           []Member          `json:"members"`
+	RemovedIDs        []string          `json:"removed_ids,omitempty"`
+	Bus               string            `json:"bus"`
+	Dropped           map[string]uint64 `json:"transport_dropped"`
+	Stopped           bool              `json:"stopped,omitempty"`
+	Removed           bool              `json:"removed,omitempty"`
+}
+
+// Status returns the node's current status.
+func (n *Node) Status() Status {
+	rs := n.raft.Status()
+	img := n.members.image()
+	st := Status{
+		ID:                HexID(n.cfg.ID),
+		Name:              n.cfg.Name,
+		Incarnation:       n.cfg.Incarnation,
+		Cluster:           n.cfg.Cluster,
+		State:             rs.RaftState.String(),
+		Term:              rs.GetTerm(),
+		Leader:            HexID(rs.Lead),
+		Commit:            rs.GetCommit(),
+		Applied:           n.applied.current(),
+		MembershipVersion: img.Version,
+		Members:           img.Members,
+		RemovedIDs:        img.RemovedIDs,
+		Bus:               n.cfg.Bus.State().String(),
+		Dropped:           map[string]uint64{},
+		Removed:           n.removed.Load(),
+	}
+	for reason, c := range n.bridge.Stats().Dropped {
+		st.Dropped[string(reason)] = c
+	}
+	select {
+	case <-n.done:
+		st.Stopped = true
+	default:
+	}
+	return st
+}
+
+// Members returns the current members, sorted by Raft ID.
+func (n *Node) Members() []Member { return n.members.list() }
+
+// Leader returns the Raft ID of the leader this node knows, or 0.
+func (n *Node) Leader() uint64 { return n.lead.Load() }
+
+// ID returns this node's Raft ID.
+func (n *Node) ID() uint64 { return n.cfg.ID }
+
+// AppliedIndex returns the index of the last entry applied here.
+func (n *Node) AppliedIndex() uint64 { return n.applied.current() }
