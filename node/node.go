@@ -408,9 +408,17 @@ func (n *Node) ReceiveSnapshot(ctx context.Context, m *raftpb.Message) error {
 // Stop stops the node: a leader first hands leadership to another voter
 // (bounded by StopTransferTimeout), then the loops stop and Stop waits for
 // them. Stop is idempotent and safe to call concurrently.
-func (n *Node) Stop() {
+func (n *Node) Stop() { n.stop(true) }
+
+// Halt stops the node without handing leadership over: for when the whole
+// cluster stops at once, and to simulate a crash in tests. Everything Raft
+// acknowledged is already durable, so a node restarted from the same
+// storage loses nothing.
+func (n *Node) Halt() { n.stop(false) }
+
+func (n *Node) stop(graceful bool) {
 	n.stopOnce.Do(func() {
-		if !n.removed.Load() {
+		if graceful && !n.removed.Load() {
 			n.transferLeadership()
 		}
 		close(n.stopc)

@@ -321,7 +321,6 @@ func dropped(tn *tnode, reason string) uint64 {
 	return tn.node.Status().Dropped[reason]
 }
 
-
 func newMemberFor(t *testing.T, id uint64, name string) node.Member {
 	return node.Member{ID: id, Name: name, Incarnation: mustV7(t)}
 }

@@ -1,0 +1,151 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/spf13/cobra"
+
+	"github.com/raftbus/raftbus/datadir"
+	"github.com/raftbus/raftbus/node"
+	"github.com/raftbus/raftbus/server"
+)
+
+func init() { commands = append(commands, newNodeCmd) }
+
+type nodeFlags struct {
+	nats      natsFlags
+	data      string
+	name      string
+	listen    string
+	prefix    string
+	bootstrap bool
+	cluster   string
+	raftID    string
+	noSync    bool
+	tick      time.Duration
+	snapEvery uint64
+}
+
+func newNodeCmd(g *globals) *cobra.Command {
+	f := &nodeFlags{}
+	cmd := &cobra.Command{
+		Use:   "node --data DIR --name NAME -s NATS_URL [--bootstrap]",
+		Short: "Run one raftbus node against a NATS server or cluster",
+		Long: `Run one raftbus node: durable Raft state in --data, Raft traffic over NATS on
+subjects of this node's incarnation, and the key-value HTTP API on --listen.
+
+The first start with --bootstrap creates a new single-node cluster. Restarts
+reuse the identity stored in the data directory; --cluster, --raft-id and
+--name, when given, must match it.`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error { return runNode(cmd, g, f) },
+	}
+	fs := cmd.Flags()
+	f.nats.register(fs)
+	fs.StringVar(&f.data, "data", envOr("RAFTBUS_DATA", ""), "data directory ($RAFTBUS_DATA)")
+	fs.StringVar(&f.name, "name", envOr("RAFTBUS_NAME", ""), "node name ($RAFTBUS_NAME)")
+	fs.StringVar(&f.listen, "listen", envOr("RAFTBUS_LISTEN", "127.0.0.1:8001"), "HTTP API address ($RAFTBUS_LISTEN)")
+	fs.StringVar(&f.prefix, "prefix", envOr("RAFTBUS_PREFIX", "raftbus"), "NATS subject prefix ($RAFTBUS_PREFIX)")
+	fs.BoolVar(&f.bootstrap, "bootstrap", false, "create a new single-node cluster if the data directory is new")
+	fs.StringVar(&f.cluster, "cluster", envOr("RAFTBUS_CLUSTER", ""), "expected cluster ID ($RAFTBUS_CLUSTER)")
+	fs.StringVar(&f.raftID, "raft-id", "", "expected Raft ID, in hex")
+	fs.BoolVar(&f.noSync, "no-sync", false, "do not fsync Raft state (benchmarks only: a crash may lose acknowledged writes)")
+	fs.DurationVar(&f.tick, "tick", 100*time.Millisecond, "Raft tick interval")
+	fs.Uint64Var(&f.snapEvery, "snapshot-entries", 10000, "take a snapshot every this many applied entries")
+	return cmd
+}
+
+func (f *nodeFlags) expect() (datadir.Expect, error) {
+	want := datadir.Expect{Name: f.name, Source: "the command line"}
+	if f.cluster != "" {
+		id, err := uuid.Parse(f.cluster)
+		if err != nil {
+			return want, usageErr(fmt.Errorf("--cluster %q is not a UUID", f.cluster))
+		}
+		want.ClusterID = id
+	}
+	if f.raftID != "" {
+		id, err := node.ParseHexID(f.raftID)
+		if err != nil {
+			return want, usageErr(fmt.Errorf("--raft-id: %w", err))
+		}
+		want.RaftID = id
+	}
+	return want, nil
+}
+
+func runNode(cmd *cobra.Command, g *globals, f *nodeFlags) error {
+	log, err := g.logger()
+	if err != nil {
+		return err
+	}
+	if f.data == "" {
+		return usageErr(errors.New("--data is required"))
+	}
+	if f.tick <= 0 {
+		return usageErr(fmt.Errorf("--tick must be positive, got %v", f.tick))
+	}
+	want, err := f.expect()
+	if err != nil {
+		return err
+	}
+	var bootstrap []node.Member
+	id, err := datadir.Load(f.data)
+	switch {
+	case errors.Is(err, datadir.ErrNoIdentity) || errors.Is(err, os.ErrNotExist):
+		if !f.bootstrap {
+			return withCode(ExitPrecondition, fmt.Errorf("data directory %s is new: pass --bootstrap to create a new cluster (joining an existing one is done with `raftbus member add`)", f.data))
+		}
+		cluster := want.ClusterID
+		if cluster == uuid.Nil {
+			cluster = uuid.New()
+		}
+		raftID := want.RaftID
+		if raftID == 0 {
+			raftID = 1
+		}
+		id, err = datadir.Create(f.data, datadir.Identity{ClusterID: cluster, RaftID: raftID, Name: f.name})
+		if err != nil {
+			return err
+		}
+		bootstrap = []node.Member{{ID: id.RaftID, Name: id.Name, Incarnation: id.Incarnation}}
+		log.Info("created a new cluster", "cluster", id.ClusterID, "raft_id", node.HexID(id.RaftID), "incarnation", id.Incarnation)
+	case err != nil:
+		return err
+	}
+	if err := id.Check(want); err != nil {
+		return withCode(ExitPrecondition, err)
+	}
+	nc, err := f.nats.connect("raftbus-node-" + f.name)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	srv, err := server.Start(server.Config{
+		DataDir: f.data, Expect: want, Conn: nc, Prefix: f.prefix, Listen: f.listen,
+		Bootstrap: bootstrap, NoSync: f.noSync, Logger: log,
+		Node: node.Config{TickInterval: f.tick, SnapshotEntries: f.snapEvery},
+	})
+	if err != nil {
+		return withCode(ExitPrecondition, err)
+	}
+	fmt.Fprintf(g.stdout, "raftbus node %s (raft ID %s, incarnation %s) of cluster %s serving %s\n",
+		id.Name, node.HexID(id.RaftID), id.Incarnation, id.ClusterID, srv.URL())
+	select {
+	case <-cmd.Context().Done():
+		srv.Stop()
+		return nil
+	case <-srv.Done():
+		err := srv.Node().Err()
+		srv.Stop()
+		if errors.Is(err, node.ErrRemoved) {
+			return fmt.Errorf("this node (raft ID %s, incarnation %s) was removed from cluster %s; wipe %s before this machine rejoins as a new member",
+				node.HexID(id.RaftID), id.Incarnation, id.ClusterID, f.data)
+		}
+		return fmt.Errorf("node stopped: %w", err)
+	}
+}

@@ -1,0 +1,278 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
+
+	"github.com/raftbus/raftbus/datadir"
+	"github.com/raftbus/raftbus/node"
+	"github.com/raftbus/raftbus/server"
+)
+
+func init() { commands = append(commands, newUpCmd) }
+
+type upFlags struct {
+	nodes    int
+	data     string
+	natsPort int
+	httpPort int
+	noSync   bool
+	timeout  time.Duration
+}
+
+func newUpCmd(g *globals) *cobra.Command {
+	f := &upFlags{}
+	cmd := &cobra.Command{
+		Use:   "up [--nodes 3] [--data DIR]",
+		Short: "Run a local cluster on an embedded NATS server",
+		Long: `Start an embedded NATS server with JetStream and a local cluster of raftbus
+nodes in this process, print each node's HTTP address, and run until Ctrl-C.
+
+Without --data the cluster lives in a temporary directory removed on exit;
+with --data it is kept, and the next 'raftbus up --data DIR' resumes it.`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error { return runUp(cmd.Context(), g, f) },
+	}
+	fs := cmd.Flags()
+	fs.IntVar(&f.nodes, "nodes", 3, "number of nodes (1 to 7)")
+	fs.StringVar(&f.data, "data", "", "directory to keep the cluster in (default: a temporary directory)")
+	fs.IntVar(&f.natsPort, "nats-port", 0, "port of the embedded NATS server (0: any free port)")
+	fs.IntVar(&f.httpPort, "http-port", 0, "HTTP port of the first node; node i uses port+i-1 (0: any free ports)")
+	fs.BoolVar(&f.noSync, "no-sync", false, "do not fsync Raft state (faster; a crash may lose acknowledged writes)")
+	fs.DurationVar(&f.timeout, "timeout", 30*time.Second, "how long to wait for the cluster to come up")
+	return cmd
+}
+
+func (f *upFlags) validate() error {
+	if f.nodes < 1 || f.nodes > 7 {
+		return fmt.Errorf("--nodes must be between 1 and 7, got %d", f.nodes)
+	}
+	if f.natsPort < 0 || f.natsPort > 65535 {
+		return fmt.Errorf("--nats-port %d is not a port", f.natsPort)
+	}
+	if f.httpPort < 0 || f.httpPort+f.nodes-1 > 65535 {
+		return fmt.Errorf("--http-port %d leaves no room for %d nodes", f.httpPort, f.nodes)
+	}
+	return nil
+}
+
+func runUp(ctx context.Context, g *globals, f *upFlags) error {
+	log, err := g.logger()
+	if err != nil {
+		return err
+	}
+	if err := f.validate(); err != nil {
+		return usageErr(err)
+	}
+	out := g.stdout
+	dir := f.data
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "raftbus-up-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+	}
+	step := func(format string, args ...any) func(error) {
+		fmt.Fprintf(out, "• "+format+" ... ", args...)
+		return func(err error) {
+			if err != nil {
+				fmt.Fprintln(out, "failed")
+			} else {
+				fmt.Fprintln(out, "ok")
+			}
+		}
+	}
+
+	done := step("starting embedded NATS server with JetStream")
+	ns, err := startEmbeddedNATS(filepath.Join(dir, "nats"), f.natsPort)
+	done(err)
+	if err != nil {
+		return err
+	}
+	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+	fmt.Fprintf(out, "  NATS: %s\n", ns.ClientURL())
+
+	idents, bootstrap, err := upIdentities(dir, f.nodes)
+	if err != nil {
+		return err
+	}
+	var servers []*server.Server
+	defer func() {
+		for _, s := range servers {
+			s.Stop()
+		}
+	}()
+	for i, id := range idents {
+		done := step("starting node %s (raft ID %s)", id.Name, node.HexID(id.RaftID))
+		nc, err := nats.Connect(ns.ClientURL(), nats.Name("raftbus-up-"+id.Name), nats.MaxReconnects(-1))
+		if err != nil {
+			done(err)
+			return withCode(ExitUnreachable, err)
+		}
+		defer nc.Close()
+		listen := "127.0.0.1:0"
+		if f.httpPort != 0 {
+			listen = fmt.Sprintf("127.0.0.1:%d", f.httpPort+i)
+		}
+		s, err := server.Start(server.Config{
+			DataDir: filepath.Join(dir, id.Name), Conn: nc, Listen: listen, Bootstrap: bootstrap,
+			NoSync: f.noSync, Logger: log,
+		})
+		done(err)
+		if err != nil {
+			return err
+		}
+		servers = append(servers, s)
+	}
+
+	done = step("waiting for a leader")
+	lead, err := waitLeader(ctx, servers, f.timeout)
+	done(err)
+	if err != nil {
+		return err
+	}
+	printUpSummary(out, idents[0].ClusterID, servers, lead)
+
+	select {
+	case <-ctx.Done():
+	case <-anyDone(servers):
+		log.Error("a node stopped unexpectedly; shutting the cluster down")
+	}
+	fmt.Fprintln(out, "\nstopping ...")
+	// The whole cluster stops: handing leadership around first is pointless.
+	var wg sync.WaitGroup
+	for _, s := range servers {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.Halt() }()
+	}
+	wg.Wait()
+	servers = nil
+	fmt.Fprintln(out, "stopped")
+	return nil
+}
+
+// upIdentities loads the nodes of a kept cluster, or creates new ones when
+// dir holds none. A partial cluster, or one of another size, is refused.
+func upIdentities(dir string, n int) ([]*datadir.Identity, []node.Member, error) {
+	nodeDir := func(i int) string { return filepath.Join(dir, fmt.Sprintf("n%d", i)) }
+	idents := make([]*datadir.Identity, n)
+	existing := 0
+	for i := range idents {
+		id, err := datadir.Load(nodeDir(i + 1))
+		switch {
+		case err == nil:
+			idents[i] = id
+			existing++
+		case !errors.Is(err, datadir.ErrNoIdentity):
+			return nil, nil, err
+		}
+	}
+	if _, err := datadir.Load(nodeDir(n + 1)); err == nil || (existing > 0 && existing < n) {
+		return nil, nil, withCode(ExitPrecondition, fmt.Errorf("%s holds a cluster of another size than --nodes %d", dir, n))
+	}
+	if existing == n {
+		for _, id := range idents[1:] {
+			if id.ClusterID != idents[0].ClusterID {
+				return nil, nil, withCode(ExitPrecondition, fmt.Errorf("%s mixes nodes of clusters %s and %s", dir, idents[0].ClusterID, id.ClusterID))
+			}
+		}
+		return idents, nil, nil
+	}
+	cluster := uuid.New()
+	bootstrap := make([]node.Member, n)
+	for i := range idents {
+		id, err := datadir.Create(nodeDir(i+1), datadir.Identity{ClusterID: cluster, RaftID: uint64(i + 1), Name: fmt.Sprintf("n%d", i+1)})
+		if err != nil {
+			return nil, nil, err
+		}
+		idents[i] = id
+		bootstrap[i] = node.Member{ID: id.RaftID, Name: id.Name, Incarnation: id.Incarnation}
+	}
+	return idents, bootstrap, nil
+}
+
+func startEmbeddedNATS(storeDir string, port int) (*natsserver.Server, error) {
+	if port == 0 {
+		port = -1
+	}
+	ns, err := natsserver.NewServer(&natsserver.Options{
+		ServerName: "raftbus-up", Host: "127.0.0.1", Port: port, NoLog: true, NoSigs: true,
+		JetStream: true, StoreDir: storeDir, JetStreamMaxMemory: 256 << 20, JetStreamMaxStore: 1 << 30,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("embedded NATS server: %w", err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		return nil, fmt.Errorf("embedded NATS server did not start on port %d within 10s", port)
+	}
+	return ns, nil
+}
+
+func waitLeader(ctx context.Context, servers []*server.Server, timeout time.Duration) (*server.Server, error) {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		for _, s := range servers {
+			if l := s.Node().Leader(); l != 0 {
+				for _, c := range servers {
+					if c.Identity().RaftID == l {
+						return c, nil
+					}
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-deadline.C:
+			return nil, fmt.Errorf("no leader elected within %v", timeout)
+		case <-tick.C:
+		}
+	}
+}
+
+func anyDone(servers []*server.Server) <-chan struct{} {
+	ch := make(chan struct{})
+	for _, s := range servers {
+		go func() {
+			<-s.Done()
+			defer func() { _ = recover() }() // closed twice when two stop
+			close(ch)
+		}()
+	}
+	return ch
+}
+
+func printUpSummary(out io.Writer, cluster uuid.UUID, servers []*server.Server, lead *server.Server) {
+	fmt.Fprintf(out, "\nraftbus cluster %s is up\n\n", cluster)
+	fmt.Fprintf(out, "  %-5s %-16s %-36s %s\n", "NAME", "RAFT ID", "INCARNATION", "HTTP")
+	for _, s := range servers {
+		id := s.Identity()
+		mark := ""
+		if s == lead {
+			mark = "  (leader)"
+		}
+		fmt.Fprintf(out, "  %-5s %-16s %-36s %s%s\n", id.Name, node.HexID(id.RaftID), id.Incarnation, s.URL(), mark)
+	}
+	a, b := servers[0].URL(), servers[len(servers)-1].URL()
+	fmt.Fprintf(out, "\nTry it:\n")
+	fmt.Fprintf(out, "  curl -X PUT %s/kv/greeting -d 'hello'\n", a)
+	fmt.Fprintf(out, "  curl %s/kv/greeting\n", b)
+	fmt.Fprintf(out, "  curl %s/status\n", b)
+	fmt.Fprintf(out, "\nPress Ctrl-C to stop.\n")
+}

@@ -1,0 +1,370 @@
+package raftstore
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+	"go.etcd.io/raft/v3"
+	raftpb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+)
+
+// Store is a durable raft.Storage backed by Pebble, with snapshot data in
+// files beside it. It is safe for concurrent use: Raft's goroutine reads
+// while the node's Ready loop writes.
+type Store struct {
+	dir     string // the store directory given to Open
+	snapDir string
+	opts    Options
+	log     *slog.Logger
+	metrics *metrics
+	db      *pebble.DB
+
+	// writeMu serialises the mutating methods (Save, ApplySnapshot,
+	// CreateSnapshot, Compact, Close). A field below is changed only with
+	// both writeMu and mu held, so a writer may read them holding writeMu
+	// alone.
+	writeMu sync.Mutex
+	// mu guards the in-memory view of the log. Readers hold it shared.
+	// Appends commit to Pebble without it (readers never look past
+	// lastIndex, so new entries stay invisible until the view is updated);
+	// writes that replace or delete existing entries commit while holding
+	// it exclusively, so no reader sees half of the change.
+	mu        sync.RWMutex
+	closed    bool
+	failed    error             // first write error; see ErrFailed
+	hardState *raftpb.HardState // nil until a non-empty one is saved
+	trunc     truncatedState    // entry before the first one in the log
+	lastIndex uint64            // == trunc.index when the log is empty
+	snap      *snapRecord       // latest snapshot; zero record if none
+	cache     entryCache        // newest entries
+
+	// snapMu guards the cached data of the latest snapshot. It is taken
+	// before mu, never while holding it.
+	snapMu       sync.Mutex
+	snapData     []byte
+	snapDataFile string // snapRecord.file that snapData belongs to
+	snapDataOK   bool
+}
+
+var _ raft.Storage = (*Store)(nil)
+
+// Open opens the store in dir, creating it if it does not exist. Pebble
+// keeps its files in dir/db and snapshot data goes to dir/snap. Open checks
+// the format version, the consistency of the log bounds and the checksum of
+// the latest snapshot file, and returns an error wrapping ErrCorrupt or
+// ErrUnsupportedFormat rather than opening a damaged store. Pebble locks
+// dir/db, so a second Open of the same directory fails until Close.
+func Open(dir string, opts Options) (*Store, error) {
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	s := &Store{
+		dir:     dir,
+		snapDir: filepath.Join(dir, snapDirName),
+		opts:    opts,
+		log:     opts.Logger.With("component", "raftstore", "dir", dir),
+		snap:    &snapRecord{},
+	}
+	s.cache.maxBytes = opts.EntryCacheSize
+	if err := os.MkdirAll(s.snapDir, 0o700); err != nil {
+		return nil, fmt.Errorf("raftstore: create %s: %w", s.snapDir, err)
+	}
+	dbDir := filepath.Join(dir, pebbleDirName)
+	if err := createIfMissing(dbDir, &opts); err != nil {
+		return nil, err
+	}
+	db, err := openPebble(dbDir, opts.pebbleOptions())
+	if err != nil {
+		return nil, err
+	}
+	s.db = db
+	if err := s.load(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	s.metrics = m
+	s.metrics.snapshotBytes.Set(float64(s.snap.size))
+	s.log.Info("raft store opened", "first_index", s.trunc.index+1, "last_index", s.lastIndex,
+		"snapshot_index", s.snap.index, "term", s.hardState.GetTerm(), "commit", s.hardState.GetCommit())
+	return s, nil
+}
+
+// openPebble opens the database, turning a panic inside Pebble (possible on
+// some malformed files) into an error.
+func openPebble(dir string, po *pebble.Options) (db *pebble.DB, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			db, err = nil, fmt.Errorf("%w: open pebble at %s: %v", ErrCorrupt, dir, r)
+		}
+	}()
+	db, err = pebble.Open(dir, po)
+	if err != nil {
+		if errors.Is(err, pebble.ErrCorruption) {
+			return nil, fmt.Errorf("%w: open pebble at %s: %w", ErrCorrupt, dir, err)
+		}
+		return nil, fmt.Errorf("raftstore: open pebble at %s: %w", dir, err)
+	}
+	return db, nil
+}
+
+// get returns a copy of the value of key, or nil if it is absent.
+func (s *Store) get(key []byte) ([]byte, error) {
+	v, closer, err := s.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("raftstore: read %q: %w", key, err)
+	}
+	out := append([]byte{}, v...)
+	return out, closer.Close()
+}
+
+// load initialises a new store or reads the state of an existing one.
+func (s *Store) load() error {
+	v, err := s.get(keyVersion)
+	if err != nil {
+		return err
+	}
+	if v == nil {
+		return fmt.Errorf("%w: %s has no format version (its contents are lost or it is not a raftstore)", ErrCorrupt, s.dir)
+	}
+	version, err := decodeVersion(v)
+	if err != nil {
+		return err
+	}
+	if version != formatVersion {
+		return fmt.Errorf("%w: %s has format version %d, this build reads %d", ErrUnsupportedFormat, s.dir, version, formatVersion)
+	}
+
+	if v, err = s.get(keyHardState); err != nil {
+		return err
+	} else if v != nil {
+		hs := &raftpb.HardState{}
+		if err := proto.Unmarshal(v, hs); err != nil {
+			return fmt.Errorf("%w: hard state: %w", ErrCorrupt, err)
+		}
+		s.hardState = hs
+	}
+
+	if v, err = s.get(keyTruncated); err != nil {
+		return err
+	} else if v == nil {
+		return fmt.Errorf("%w: truncated state is missing", ErrCorrupt)
+	}
+	if s.trunc, err = decodeTruncated(v); err != nil {
+		return err
+	}
+
+	if v, err = s.get(keySnapshot); err != nil {
+		return err
+	} else if v != nil {
+		if s.snap, err = decodeSnapRecord(v); err != nil {
+			return err
+		}
+		if err := proto.Unmarshal(s.snap.confState, &raftpb.ConfState{}); err != nil {
+			return fmt.Errorf("%w: snapshot conf state: %w", ErrCorrupt, err)
+		}
+	}
+	if s.snap.index < s.trunc.index {
+		return fmt.Errorf("%w: log truncated at %d beyond the snapshot at %d", ErrCorrupt, s.trunc.index, s.snap.index)
+	}
+
+	if err := s.loadLogBounds(); err != nil {
+		return err
+	}
+	if s.snap.file != "" {
+		if err := verifySnapFile(s.snapDir, s.snap); err != nil {
+			return err
+		}
+	}
+	removed, err := pruneSnapFiles(s.snapDir, s.snap, s.opts.SnapshotsRetained, true)
+	if len(removed) > 0 {
+		s.log.Info("removed stale snapshot files", "files", removed)
+	}
+	return err
+}
+
+// createIfMissing creates a new store's database atomically: it is built
+// and initialised (format version, empty truncated state) under a temporary
+// name, then renamed into place. So a database that exists always carries a
+// format version, and one that has lost it (for example to a destroyed
+// write-ahead log) is reported as corrupt rather than silently treated as
+// new.
+func createIfMissing(dbDir string, opts *Options) error {
+	if _, err := os.Stat(dbDir); err == nil {
+		return nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("raftstore: %w", err)
+	}
+	tmp := dbDir + ".init"
+	if err := os.RemoveAll(tmp); err != nil { // left by a crash during creation
+		return fmt.Errorf("raftstore: remove %s: %w", tmp, err)
+	}
+	db, err := openPebble(tmp, opts.pebbleOptions())
+	if err != nil {
+		return err
+	}
+	b := db.NewBatch()
+	_ = b.Set(keyVersion, encodeVersion(formatVersion), nil)
+	_ = b.Set(keyTruncated, truncatedState{}.encode(), nil)
+	err = b.Commit(pebble.Sync)
+	err = errors.Join(err, b.Close(), db.Close())
+	if err != nil {
+		return fmt.Errorf("raftstore: initialise %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, dbDir); err != nil {
+		return fmt.Errorf("raftstore: %w", err)
+	}
+	if opts.NoSync {
+		return nil
+	}
+	return syncDir(filepath.Dir(dbDir))
+}
+
+// loadLogBounds finds the last index and checks that the log starts right
+// after the truncated state.
+func (s *Store) loadLogBounds() error {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: logKey(0), UpperBound: logKeyEnd})
+	if err != nil {
+		return fmt.Errorf("raftstore: iterate log: %w", err)
+	}
+	defer it.Close()
+	s.lastIndex = s.trunc.index
+	if !it.First() {
+		return it.Error()
+	}
+	first, err := parseLogKey(it.Key())
+	if err != nil {
+		return err
+	}
+	if !it.Last() {
+		return fmt.Errorf("raftstore: iterate log: %w", it.Error())
+	}
+	last, err := parseLogKey(it.Key())
+	if err != nil {
+		return err
+	}
+	if first != s.trunc.index+1 {
+		return fmt.Errorf("%w: log starts at %d but was truncated at %d", ErrCorrupt, first, s.trunc.index)
+	}
+	s.lastIndex = last
+	return it.Error()
+}
+
+func (s *Store) writeOpts() *pebble.WriteOptions {
+	if s.opts.NoSync {
+		return pebble.NoSync
+	}
+	return pebble.Sync
+}
+
+// usable returns the error that every call must return on a closed or
+// failed store. Call it with mu or writeMu held.
+func (s *Store) usable() error {
+	if s.closed {
+		return ErrClosed
+	}
+	return s.failed
+}
+
+// fail records the first write error; after it the store refuses all work.
+// Call it with writeMu held.
+func (s *Store) fail(err error) error {
+	err = fmt.Errorf("%w: %w", ErrFailed, err)
+	s.mu.Lock()
+	if s.failed == nil {
+		s.failed = err
+	}
+	s.mu.Unlock()
+	s.log.Error("raft store write failed; refusing further use", "err", err)
+	return err
+}
+
+// Close closes the store. It is idempotent; every call after the first
+// returns nil, and every other method returns ErrClosed.
+func (s *Store) Close() error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.cache.reset()
+	s.mu.Unlock()
+	s.snapMu.Lock()
+	s.snapData, s.snapDataOK = nil, false
+	s.snapMu.Unlock()
+	s.metrics.unregister(s.opts.Registerer)
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("raftstore: close: %w", err)
+	}
+	return nil
+}
+
+// InitialState implements raft.Storage: the saved hard state (nil if none
+// was ever saved) and the conf state of the latest snapshot (empty, never
+// nil, if there is none). Both are copies.
+func (s *Store) InitialState() (*raftpb.HardState, *raftpb.ConfState, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if err := s.usable(); err != nil {
+		return nil, nil, err
+	}
+	cs, err := s.snap.decodeConfState()
+	if err != nil {
+		return nil, nil, err
+	}
+	var hs *raftpb.HardState
+	if s.hardState != nil {
+		hs = proto.Clone(s.hardState).(*raftpb.HardState)
+	}
+	return hs, cs, nil
+}
+
+// decodeConfState returns a fresh copy of the record's conf state with all
+// fields present (raftpb.EnsureConfState), as MemoryStorage returns it.
+func (r *snapRecord) decodeConfState() (*raftpb.ConfState, error) {
+	cs := &raftpb.ConfState{}
+	if err := proto.Unmarshal(r.confState, cs); err != nil {
+		return nil, fmt.Errorf("%w: snapshot conf state: %w", ErrCorrupt, err)
+	}
+	return raftpb.EnsureConfState(cs), nil
+}
+
+// FirstIndex implements raft.Storage.
+func (s *Store) FirstIndex() (uint64, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if err := s.usable(); err != nil {
+		return 0, err
+	}
+	return s.trunc.index + 1, nil
+}
+
+// LastIndex implements raft.Storage.
+func (s *Store) LastIndex() (uint64, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if err := s.usable(); err != nil {
+		return 0, err
+	}
+	return s.lastIndex, nil
+}
+
+// Dir returns the directory the store was opened in.
+func (s *Store) Dir() string { return s.dir }

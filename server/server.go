@@ -1,0 +1,238 @@
+// Package server assembles a complete raftbus node process: the data
+// directory and its identity, durable Raft storage, the NATS bus, the node
+// runtime, the key-value state machine and its HTTP API. The raftbus
+// command, the local demo cluster and the integration tests all start nodes
+// through it, so they run exactly the same wiring.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/raftbus/raftbus/bus/natsbus"
+	"github.com/raftbus/raftbus/datadir"
+	"github.com/raftbus/raftbus/kv"
+	"github.com/raftbus/raftbus/node"
+	"github.com/raftbus/raftbus/raftstore"
+)
+
+// Config configures a Server.
+type Config struct {
+	// DataDir holds the node's identity and Raft state. Required; its
+	// identity must already name a cluster and a Raft ID (the raftbus
+	// command creates it when it bootstraps or joins).
+	DataDir string
+	// Expect is checked against the directory's identity; a mismatch
+	// refuses to start, naming both sides.
+	Expect datadir.Expect
+	// Conn is the NATS connection. Required; the server does not close it.
+	Conn *nats.Conn
+	// Prefix is the subject prefix. Default bus.DefaultPrefix.
+	Prefix string
+	// Listen is the HTTP API address. Default 127.0.0.1:0 (any free port).
+	Listen string
+	// Bootstrap lists the initial members of a new cluster, this node
+	// included. It is used only on the first start of an empty directory.
+	Bootstrap []node.Member
+	// NoSync turns off fsync of Raft state: for benchmarks and tests only;
+	// a crash may lose acknowledged writes.
+	NoSync bool
+	// Node tunes the node runtime (tick, snapshots, ...); identity, storage,
+	// bus, state machine and logging fields are filled in by Start.
+	Node node.Config
+	// MaxValueBytes bounds a value written through the HTTP API. Default
+	// 512 KiB (it must fit one Raft entry within one NATS message).
+	MaxValueBytes int64
+	// Logger receives all logs. Default: discard.
+	Logger *slog.Logger
+}
+
+// Server is a running node process.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	identity *datadir.Identity
+	unlock   func() error
+	store    *raftstore.Store
+	kv       *kv.Store
+	bus      *natsbus.Bus
+	node     *node.Node
+	registry *prometheus.Registry
+	http     *http.Server
+	addr     string
+
+	stopOnce sync.Once
+	httpDone chan struct{}
+}
+
+// Start opens the data directory and starts the node and its HTTP API.
+func Start(cfg Config) (s *Server, err error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("server: a data directory is required")
+	}
+	if cfg.Conn == nil {
+		return nil, errors.New("server: a NATS connection is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:0"
+	}
+	if cfg.MaxValueBytes == 0 {
+		cfg.MaxValueBytes = 512 << 10
+	}
+	s = &Server{cfg: cfg, httpDone: make(chan struct{})}
+	// Undo whatever was opened if a later step fails.
+	var closers []func()
+	defer func() {
+		if err != nil {
+			for i := len(closers) - 1; i >= 0; i-- {
+				closers[i]()
+			}
+		}
+	}()
+
+	unlock, err := datadir.Lock(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	closers = append(closers, func() { _ = unlock() })
+	s.unlock = unlock
+	id, err := datadir.Load(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	if err := id.Check(cfg.Expect); err != nil {
+		return nil, err
+	}
+	if id.ClusterID == uuid.Nil || id.RaftID == 0 {
+		return nil, fmt.Errorf("server: data directory %s has no cluster or Raft ID yet (identity %s)", cfg.DataDir, id)
+	}
+	s.identity = id
+	s.log = cfg.Logger.With("node", id.Name)
+
+	s.store, err = raftstore.Open(datadir.RaftDir(cfg.DataDir), raftstore.Options{Logger: s.log, NoSync: cfg.NoSync})
+	if err != nil {
+		return nil, err
+	}
+	closers = append(closers, func() { _ = s.store.Close() })
+
+	s.registry = prometheus.NewRegistry()
+	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.bus, err = natsbus.New(natsbus.Config{
+		Conn: cfg.Conn, Prefix: cfg.Prefix, Cluster: id.ClusterID, Self: id.Incarnation,
+		Logger: s.log, Registerer: s.registry,
+	})
+	if err != nil {
+		return nil, err
+	}
+	closers = append(closers, func() { _ = s.bus.Close() })
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("server: listen for HTTP on %s: %w", cfg.Listen, err)
+	}
+	closers = append(closers, func() { _ = ln.Close() })
+	s.addr = ln.Addr().String()
+
+	s.kv = kv.NewStore()
+	nc := cfg.Node
+	nc.Cluster, nc.ID, nc.Incarnation, nc.Name = id.ClusterID, id.RaftID, id.Incarnation, id.Name
+	nc.ClientURL = s.URL()
+	nc.Peers = cfg.Bootstrap
+	nc.Storage, nc.StateMachine, nc.Bus = s.store, s.kv, s.bus
+	nc.Logger, nc.Registerer = s.log, s.registry
+	s.node, err = node.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	closers = append(closers, s.node.Stop)
+
+	h, err := kv.NewHandler(kv.HandlerConfig{
+		Store: s.kv, Cluster: s.node,
+		Status:        func() any { return s.node.Status() },
+		Metrics:       promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}),
+		MaxValueBytes: cfg.MaxValueBytes,
+		Logger:        s.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.http = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		defer close(s.httpDone)
+		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("HTTP server failed", "err", err)
+		}
+	}()
+	s.log.Info("serving HTTP API", "url", s.URL())
+	return s, nil
+}
+
+// URL is the base URL of the node's HTTP API.
+func (s *Server) URL() string { return "http://" + s.addr }
+
+// Node returns the node runtime.
+func (s *Server) Node() *node.Node { return s.node }
+
+// KV returns the node's key-value state machine.
+func (s *Server) KV() *kv.Store { return s.kv }
+
+// Identity returns the data directory's identity.
+func (s *Server) Identity() *datadir.Identity { return s.identity }
+
+// Registry returns the registry behind GET /metrics.
+func (s *Server) Registry() *prometheus.Registry { return s.registry }
+
+// Done is closed when the node stopped by itself (it was removed, or its
+// storage failed) or after Stop.
+func (s *Server) Done() <-chan struct{} { return s.node.Done() }
+
+// Stop shuts the HTTP API down, stops the node (a leader hands leadership
+// over first) and closes the bus, storage and directory lock. It is
+// idempotent.
+func (s *Server) Stop() {
+	s.stopOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.http.Shutdown(ctx)
+		<-s.httpDone
+		s.node.Stop()
+		s.closeResources()
+	})
+}
+
+// Halt stops the server without handing leadership over and without
+// draining HTTP requests: for when the whole cluster stops at once, and to
+// simulate a crash in tests (every Save was fsynced when it returned, so
+// closing the storage flushes nothing a crash would lose). It is idempotent
+// and exclusive with Stop.
+func (s *Server) Halt() {
+	s.stopOnce.Do(func() {
+		_ = s.http.Close()
+		<-s.httpDone
+		s.node.Halt()
+		s.closeResources()
+	})
+}
+
+func (s *Server) closeResources() {
+	_ = s.bus.Close()
+	if err := s.store.Close(); err != nil {
+		s.log.Warn("closing raft storage", "err", err)
+	}
+	_ = s.unlock()
+}
