@@ -2,6 +2,7 @@ package node
 
 import (
 	"github.com/google/uuid"
+	"github.com/raftbus/raftbus/raftbridge"
 )
 
 // Status is a point-in-time view of a node, served on GET /status.
@@ -67,3 +68,11 @@ func (n *Node) ID() uint64 { return n.cfg.ID }
 
 // AppliedIndex returns the index of the last entry applied here.
 func (n *Node) AppliedIndex() uint64 { return n.applied.current() }
+
+// TransportStats returns the bridge's counters: messages and bytes per
+// peer, drops by reason, snapshot transfers.
+func (n *Node) TransportStats() raftbridge.Stats { return n.bridge.Stats() }
+
+// FirstIndex returns the first log index still held by storage: entries
+// before it were compacted into a snapshot.
+func (n *Node) FirstIndex() (uint64, error) { return n.cfg.Storage.FirstIndex() }

@@ -1,0 +1,397 @@
+package kv
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Cluster is what the HTTP API needs from the node runtime. Both calls may
+// be made by many handlers at once.
+type Cluster interface {
+	// Propose replicates data through Raft and returns once the entry is
+	// committed and applied on this node, with its index and the state
+	// machine's result (what Store.Apply returned). On a follower the node
+	// forwards the proposal to the leader (Raft's MsgProp), so every node
+	// accepts writes.
+	Propose(ctx context.Context, data []byte) (index uint64, result any, err error)
+	// ReadIndex returns once this node has applied everything committed
+	// before the call (linearizable read barrier).
+	ReadIndex(ctx context.Context) error
+}
+
+// Defaults of HandlerConfig.
+const (
+	// DefaultMaxValueBytes is the default HandlerConfig.MaxValueBytes.
+	DefaultMaxValueBytes = 1 << 20
+	// DefaultMaxKeyBytes is the default HandlerConfig.MaxKeyBytes.
+	DefaultMaxKeyBytes = 1 << 10
+	// DefaultRequestTimeout is the default HandlerConfig.RequestTimeout.
+	DefaultRequestTimeout = 5 * time.Second
+	// DefaultListLimit is the default HandlerConfig.ListLimit.
+	DefaultListLimit = 100
+	// DefaultMaxListLimit is the default HandlerConfig.MaxListLimit.
+	DefaultMaxListLimit = 1000
+)
+
+// HandlerConfig configures NewHandler. Zero values select the defaults.
+type HandlerConfig struct {
+	// Store is read by GET requests. Required.
+	Store *Store
+	// Cluster replicates writes and provides the read barrier. Required.
+	Cluster Cluster
+	// Status, if set, is served as JSON on GET /status; otherwise /status
+	// is 404.
+	Status func() any
+	// Metrics, if set, serves GET /metrics (typically the node's promhttp
+	// handler); otherwise /metrics is 404.
+	Metrics http.Handler
+	// MaxValueBytes bounds a PUT body; larger bodies get 413. Default
+	// DefaultMaxValueBytes (1 MiB). The node may reject a smaller proposal
+	// with node.ErrTooLarge, which is also 413.
+	MaxValueBytes int64
+	// MaxKeyBytes bounds the length of a key in bytes; longer keys get 400.
+	// Default DefaultMaxKeyBytes (1 KiB).
+	MaxKeyBytes int
+	// RequestTimeout bounds each Propose and ReadIndex; when it expires the
+	// request gets 504. Default DefaultRequestTimeout (5 s).
+	RequestTimeout time.Duration
+	// ListLimit is the number of keys a listing returns when the request
+	// has no limit parameter. Default DefaultListLimit (100).
+	ListLimit int
+	// MaxListLimit caps the limit parameter; larger values are lowered to
+	// it. Default DefaultMaxListLimit (1000).
+	MaxListLimit int
+	// Logger receives request failures. Default: discard.
+	Logger *slog.Logger
+}
+
+// validate fills the defaults and rejects unusable values.
+func (c *HandlerConfig) validate() error {
+	switch {
+	case c.Store == nil:
+		return errors.New("kv: HandlerConfig.Store is required")
+	case c.Cluster == nil:
+		return errors.New("kv: HandlerConfig.Cluster is required")
+	case c.MaxValueBytes < 0, c.MaxKeyBytes < 0, c.RequestTimeout < 0, c.ListLimit < 0, c.MaxListLimit < 0:
+		return errors.New("kv: HandlerConfig sizes, limits and timeouts must not be negative")
+	}
+	if c.MaxValueBytes == 0 {
+		c.MaxValueBytes = DefaultMaxValueBytes
+	}
+	if c.MaxKeyBytes == 0 {
+		c.MaxKeyBytes = DefaultMaxKeyBytes
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = DefaultRequestTimeout
+	}
+	if c.MaxListLimit == 0 {
+		c.MaxListLimit = DefaultMaxListLimit
+	}
+	if c.ListLimit == 0 {
+		c.ListLimit = min(DefaultListLimit, c.MaxListLimit)
+	}
+	if c.ListLimit > c.MaxListLimit {
+		return fmt.Errorf("kv: HandlerConfig.ListLimit %d exceeds MaxListLimit %d", c.ListLimit, c.MaxListLimit)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// NewHandler returns the HTTP API over cfg.Store and cfg.Cluster; see the
+// package documentation for the endpoints.
+func NewHandler(cfg HandlerConfig) (http.Handler, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	h := &handler{cfg: cfg, log: cfg.Logger.With("component", "kv-http"), mux: http.NewServeMux()}
+	h.mux.HandleFunc("GET /kv/{key...}", h.get)
+	h.mux.HandleFunc("PUT /kv/{key...}", h.put)
+	h.mux.HandleFunc("DELETE /kv/{key...}", h.delete)
+	h.mux.Handle("/kv/{key...}", methodNotAllowed("GET, HEAD, PUT, DELETE"))
+	h.mux.HandleFunc("GET /kv", h.list)
+	h.mux.Handle("/kv", methodNotAllowed("GET, HEAD"))
+	if cfg.Status != nil {
+		h.mux.HandleFunc("GET /status", h.status)
+		h.mux.Handle("/status", methodNotAllowed("GET, HEAD"))
+	}
+	if cfg.Metrics != nil {
+		h.mux.Handle("GET /metrics", cfg.Metrics)
+		h.mux.Handle("/metrics", methodNotAllowed("GET, HEAD"))
+	}
+	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, codeNotFound, "no such endpoint: "+r.URL.Path)
+	})
+	return h, nil
+}
+
+type handler struct {
+	cfg HandlerConfig
+	log *slog.Logger
+	mux *http.ServeMux
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// ServeMux answers a path with empty, "." or ".." segments with a
+	// redirect to the cleaned path; followed blindly, a PUT would write a
+	// different key. Refuse such keys instead; clients percent-encode the
+	// slashes or dots (%2F, %2E) of keys that need them.
+	if p := r.URL.EscapedPath(); strings.HasPrefix(p, "/kv/") && !isCleanPath(p) {
+		writeError(w, http.StatusBadRequest, codeBadKey,
+			"key has empty, '.' or '..' path segments; percent-encode them")
+		return
+	}
+	h.mux.ServeHTTP(w, r)
+}
+
+// isCleanPath reports whether ServeMux would serve p without redirecting.
+func isCleanPath(p string) bool {
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c == p
+}
+
+func (h *handler) put(w http.ResponseWriter, r *http.Request) {
+	key, ok := h.key(w, r)
+	if !ok {
+		return
+	}
+	if r.ContentLength > h.cfg.MaxValueBytes {
+		h.tooLarge(w, r.ContentLength)
+		return
+	}
+	value, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxValueBytes))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			h.tooLarge(w, -1)
+			return
+		}
+		writeError(w, http.StatusBadRequest, codeBadRequest, "reading the body: "+err.Error())
+		return
+	}
+	index, res, ok := h.propose(w, r, EncodePut(key, value))
+	if !ok {
+		return
+	}
+	writeJSON(w, http.StatusOK, putResponse{Key: key, Index: index, Created: !res.Existed})
+}
+
+func (h *handler) delete(w http.ResponseWriter, r *http.Request) {
+	key, ok := h.key(w, r)
+	if !ok {
+		return
+	}
+	index, res, ok := h.propose(w, r, EncodeDelete(key))
+	if !ok {
+		return
+	}
+	writeJSON(w, http.StatusOK, deleteResponse{Key: key, Index: index, Deleted: res.Existed})
+}
+
+// propose runs cmd through the cluster and unpacks the Store's Result; on
+// failure it has written the error response.
+func (h *handler) propose(w http.ResponseWriter, r *http.Request, cmd []byte) (uint64, Result, bool) {
+	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.RequestTimeout)
+	defer cancel()
+	index, result, err := h.cfg.Cluster.Propose(ctx, cmd)
+	if err != nil {
+		h.fail(w, r, err)
+		return 0, Result{}, false
+	}
+	res, ok := result.(Result)
+	if !ok {
+		h.fail(w, r, fmt.Errorf("kv: entry %d: state machine result is %T, want kv.Result", index, result))
+		return 0, Result{}, false
+	}
+	return index, res, true
+}
+
+func (h *handler) get(w http.ResponseWriter, r *http.Request) {
+	key, ok := h.key(w, r)
+	if !ok {
+		return
+	}
+	enc, ok := h.readParams(w, r)
+	if !ok {
+		return
+	}
+	v, found := h.cfg.Store.Get(key)
+	if !found {
+		writeError(w, http.StatusNotFound, codeNotFound, fmt.Sprintf("key %q not found", key))
+		return
+	}
+	writeJSON(w, http.StatusOK, newKVJSON(key, v, enc))
+}
+
+func (h *handler) list(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	prefix, start, end := q.Get("prefix"), q.Get("start"), q.Get("end")
+	for _, p := range []string{prefix, start, end} {
+		if len(p) > h.cfg.MaxKeyBytes {
+			writeError(w, http.StatusBadRequest, codeBadRequest,
+				fmt.Sprintf("prefix, start and end are limited to %d bytes", h.cfg.MaxKeyBytes))
+			return
+		}
+	}
+	if q.Has("prefix") && q.Has("end") {
+		writeError(w, http.StatusBadRequest, codeBadRequest, "prefix and end are mutually exclusive")
+		return
+	}
+	limit := h.cfg.ListLimit
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			writeError(w, http.StatusBadRequest, codeBadRequest, "limit must be a positive integer")
+			return
+		}
+		limit = min(n, h.cfg.MaxListLimit)
+	}
+	if q.Has("prefix") {
+		start, end = max(start, prefix), PrefixEnd(prefix)
+	}
+	enc, ok := h.readParams(w, r)
+	if !ok {
+		return
+	}
+	kvs := h.cfg.Store.Range(start, end, limit+1) // one more tells whether there are more
+	resp := listResponse{KVs: make([]kvJSON, 0, min(len(kvs), limit))}
+	if len(kvs) > limit {
+		resp.More, resp.Next = true, kvs[limit].Key
+		kvs = kvs[:limit]
+	}
+	for _, kv := range kvs {
+		resp.KVs = append(resp.KVs, newKVJSON(kv.Key, kv.Value, enc))
+	}
+	resp.Count = len(resp.KVs)
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// readParams parses the parameters common to reads and, unless the request
+// is serializable, waits for the read barrier. On failure it has written the
+// error response.
+func (h *handler) readParams(w http.ResponseWriter, r *http.Request) (base64Values bool, ok bool) {
+	q := r.URL.Query()
+	serializable := false
+	if s := q.Get("serializable"); s != "" {
+		var err error
+		if serializable, err = strconv.ParseBool(s); err != nil {
+			writeError(w, http.StatusBadRequest, codeBadRequest, "serializable must be true or false")
+			return false, false
+		}
+	}
+	switch q.Get("encoding") {
+	case "":
+	case "base64":
+		base64Values = true
+	default:
+		writeError(w, http.StatusBadRequest, codeBadRequest, "encoding must be base64 or absent")
+		return false, false
+	}
+	if !serializable {
+		ctx, cancel := context.WithTimeout(r.Context(), h.cfg.RequestTimeout)
+		defer cancel()
+		if err := h.cfg.Cluster.ReadIndex(ctx); err != nil {
+			h.fail(w, r, err)
+			return false, false
+		}
+	}
+	return base64Values, true
+}
+
+func (h *handler) status(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, h.cfg.Status())
+}
+
+// key returns the request's key after checking it; on failure it has
+// written the error response. Keys are 1..MaxKeyBytes bytes of valid UTF-8
+// without control characters (Unicode category Cc: U+0000-U+001F,
+// U+007F-U+009F), so that they print, log and travel in URLs and JSON
+// unchanged.
+func (h *handler) key(w http.ResponseWriter, r *http.Request) (string, bool) {
+	key := r.PathValue("key")
+	var problem string
+	switch {
+	case key == "":
+		problem = "key is empty"
+	case len(key) > h.cfg.MaxKeyBytes:
+		problem = fmt.Sprintf("key is %d bytes, the maximum is %d", len(key), h.cfg.MaxKeyBytes)
+	case !utf8.ValidString(key):
+		problem = "key is not valid UTF-8"
+	default:
+		if i := strings.IndexFunc(key, unicode.IsControl); i >= 0 {
+			r, _ := utf8.DecodeRuneInString(key[i:])
+			problem = fmt.Sprintf("key contains the control character %U at byte %d", r, i)
+		}
+	}
+	if problem != "" {
+		writeError(w, http.StatusBadRequest, codeBadKey, problem)
+		return "", false
+	}
+	return key, true
+}
+
+func (h *handler) tooLarge(w http.ResponseWriter, size int64) {
+	msg := fmt.Sprintf("value exceeds the maximum of %d bytes", h.cfg.MaxValueBytes)
+	if size >= 0 {
+		msg = fmt.Sprintf("value is %d bytes, the maximum is %d", size, h.cfg.MaxValueBytes)
+	}
+	writeError(w, http.StatusRequestEntityTooLarge, codeTooLarge, msg)
+}
+
+type putResponse struct {
+	Key     string `json:"key"`
+	Index   uint64 `json:"index"`
+	Created bool   `json:"created"`
+}
+
+type deleteResponse struct {
+	Key     string `json:"key"`
+	Index   uint64 `json:"index"`
+	Deleted bool   `json:"deleted"`
+}
+
+// kvJSON carries a value as "value" when it is valid UTF-8 and base64 was
+// not asked for, otherwise as "value_base64": exactly one of them is set,
+// and no value is ever altered by JSON's replacement of invalid UTF-8.
+type kvJSON struct {
+	Key         string  `json:"key"`
+	Value       *string `json:"value,omitempty"`
+	ValueBase64 *string `json:"value_base64,omitempty"`
+	CreateIndex uint64  `json:"create_index"`
+	ModIndex    uint64  `json:"mod_index"`
+}
+
+func newKVJSON(key string, v Value, base64Values bool) kvJSON {
+	out := kvJSON{Key: key, CreateIndex: v.CreateIndex, ModIndex: v.ModIndex}
+	if !base64Values && utf8.Valid(v.Data) {
+		s := string(v.Data)
+		out.Value = &s
+	} else {
+		s := base64.StdEncoding.EncodeToString(v.Data)
+		out.ValueBase64 = &s
+	}
+	return out
+}
+
+type listResponse struct {
+	KVs   []kvJSON `json:"kvs"`
+	Count int      `json:"count"`
+	// More is true when keys beyond the last returned one are in range;
+	// Next is the first of them, to pass as start to continue.
+	More bool   `json:"more"`
+	Next string `json:"next,omitempty"`
+}
