@@ -37,8 +37,12 @@ type Config struct {
 	Storage Storage
 	// StateMachine is the replicated application state. Required.
 	StateMachine StateMachine
-	// Bus carries Raft traffic. Required. The node does not close it.
+	// Bus carries Raft traffic. Required unless NewTransport is set. The
+	// node does not close it.
 	Bus bus.Bus
+	// NewTransport, when set, builds the transport instead of the default
+	// raftbridge over Bus (benchmarks use it to run etcd's rafthttp).
+	NewTransport func(Peer) (Transport, error)
 
 	// TickInterval is the Raft tick. Default 100ms.
 	TickInterval time.Duration
@@ -87,8 +91,8 @@ func (c *Config) validate() error {
 	if c.StateMachine == nil {
 		errs = append(errs, errors.New("state machine is required"))
 	}
-	if c.Bus == nil {
-		errs = append(errs, errors.New("bus is required"))
+	if c.Bus == nil && c.NewTransport == nil {
+		errs = append(errs, errors.New("a bus (or a transport) is required"))
 	}
 	seen := map[uint64]bool{}
 	self := false

@@ -13,19 +13,17 @@ import (
 
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
-
-	"github.com/raftbus/raftbus/raftbridge"
 )
 
 // Node runs one member of a Raft cluster: the etcd raft node, its Ready
 // loop, the apply loop feeding the StateMachine, and the transport bridge.
 type Node struct {
-	cfg     Config
-	log     *slog.Logger
-	raft    raft.Node
-	bridge  *raftbridge.Bridge
-	members *membership
-	metrics *metrics
+	cfg       Config
+	log       *slog.Logger
+	raft      raft.Node
+	transport Transport
+	members   *membership
+	metrics   *metrics
 
 	applied *indexWaiter // last index applied to the state machine
 	durable *indexWaiter // highest index known durable (commit or snapshot)
@@ -114,20 +112,15 @@ func New(cfg Config) (*Node, error) {
 	}
 	n.metrics = newMetrics(cfg.Registerer, n)
 
-	bridge, err := raftbridge.New(raftbridge.Config{
-		Cluster:     cfg.Cluster,
-		ID:          cfg.ID,
-		Incarnation: cfg.Incarnation,
-		Bus:         cfg.Bus,
-		Directory:   n.members,
-		Raft:        n,
-		Logger:      cfg.Logger,
-		Registerer:  cfg.Registerer,
-	})
+	newTransport := cfg.NewTransport
+	if newTransport == nil {
+		newTransport = func(Peer) (Transport, error) { return n.newBridge() }
+	}
+	tr, err := newTransport(n)
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	n.bridge = bridge
+	n.transport = tr
 
 	rc := &raft.Config{
 		ID:                        cfg.ID,
@@ -158,9 +151,9 @@ func New(cfg Config) (*Node, error) {
 	default:
 		n.raft = raft.RestartNode(rc)
 	}
-	if err := bridge.Start(); err != nil {
+	if err := tr.Start(); err != nil {
 		n.raft.Stop()
-		_ = bridge.Close()
+		_ = tr.Close()
 		return nil, fmt.Errorf("node: start transport: %w", err)
 	}
 	n.loops.Add(2)
@@ -240,7 +233,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 	// depend on. Everyone else persists first.
 	leader := n.isLeader.Load()
 	if leader {
-		n.bridge.Send(rd.Messages)
+		n.transport.Send(rd.Messages)
 	}
 	if !raft.IsEmptySnap(rd.Snapshot) {
 		if err := n.cfg.Storage.ApplySnapshot(rd.Snapshot); err != nil {
@@ -256,7 +249,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 		n.durable.advance(hs.GetCommit())
 	}
 	if !leader {
-		n.bridge.Send(rd.Messages)
+		n.transport.Send(rd.Messages)
 	}
 	if !raft.IsEmptySnap(rd.Snapshot) || len(rd.CommittedEntries) > 0 {
 		b := applyBatch{entries: rd.CommittedEntries}
@@ -422,7 +415,7 @@ func (n *Node) stop(graceful bool) {
 			n.transferLeadership()
 		}
 		close(n.stopc)
-		_ = n.bridge.Close()
+		_ = n.transport.Close()
 		n.raft.Stop()
 		n.loops.Wait()
 		n.metrics.unregister()

@@ -2,7 +2,6 @@ package node
 
 import (
 	"github.com/google/uuid"
-	"github.com/raftbus/raftbus/raftbridge"
 )
 
 // Status is a point-in-time view of a node, served on GET /status.
@@ -19,7 +18,7 @@ type Status struct {
 	MembershipVersion uint64            `json:"membership_version"`
 	Members           []Member          `json:"members"`
 	RemovedIDs        []string          `json:"removed_ids,omitempty"`
-	Bus               string            `json:"bus"`
+	Bus               string            `json:"bus,omitempty"`
 	Dropped           map[string]uint64 `json:"transport_dropped"`
 	Stopped           bool              `json:"stopped,omitempty"`
 	Removed           bool              `json:"removed,omitempty"`
@@ -42,11 +41,13 @@ func (n *Node) Status() Status {
 		MembershipVersion: img.Version,
 		Members:           img.Members,
 		RemovedIDs:        img.RemovedIDs,
-		Bus:               n.cfg.Bus.State().String(),
 		Dropped:           map[string]uint64{},
 		Removed:           n.removed.Load(),
 	}
-	for reason, c := range n.bridge.Stats().Dropped {
+	if n.cfg.Bus != nil {
+		st.Bus = n.cfg.Bus.State().String()
+	}
+	for reason, c := range n.TransportStats().Dropped {
 		st.Dropped[string(reason)] = c
 	}
 	select {
@@ -68,10 +69,6 @@ func (n *Node) ID() uint64 { return n.cfg.ID }
 
 // AppliedIndex returns the index of the last entry applied here.
 func (n *Node) AppliedIndex() uint64 { return n.applied.current() }
-
-// TransportStats returns the bridge's counters: messages and bytes per
-// peer, drops by reason, snapshot transfers.
-func (n *Node) TransportStats() raftbridge.Stats { return n.bridge.Stats() }
 
 // FirstIndex returns the first log index still held by storage: entries
 // before it were compacted into a snapshot.
