@@ -83,6 +83,7 @@ const (
 	StateClosed
 )
 
+// String returns the state's name: connected, disconnected or closed.
 func (s State) String() string {
 	switch s {
 	case StateConnected:
@@ -122,12 +123,16 @@ type Stats struct {
 	SentPayloads     uint64 // payloads handed to the network
 	SentFrames       uint64 // network messages (a frame holds one or more payloads)
 	SentBytes        uint64 // frame bytes handed to the network
-	ReceivedPayloads uint64
-	ReceivedFrames   uint64
-	ReceivedBytes    uint64
-	// Dropped counts payloads discarded on either side, by reason.
+	ReceivedPayloads uint64 // payloads delivered to the Receiver
+	ReceivedFrames   uint64 // inbound network messages, including dropped ones
+	ReceivedBytes    uint64 // bytes of those messages
+	// Dropped counts payloads discarded on either side, by reason (frames,
+	// for reasons where the payload count is unknown: DropBadFrame,
+	// DropBadSubject, DropSlowConsumer). Reasons never seen are absent.
 	Dropped map[DropReason]uint64
-	// Queues holds the current depth of each destination's send queue.
+	// Queues holds the current depth of each destination's send queue,
+	// including the frame its sender is publishing. Destinations whose
+	// sender has retired after being idle are absent.
 	Queues map[uuid.UUID]QueueStats
 	// Reconnects counts reconnections of the underlying connection.
 	Reconnects uint64

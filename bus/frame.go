@@ -24,6 +24,17 @@ const (
 // ErrBadFrame is wrapped by DecodeFrame errors.
 var ErrBadFrame = errors.New("bus: malformed frame")
 
+// MaxPayload returns the largest payload a bus whose frames are limited to
+// maxFrameBytes accepts: the payload alone must fit a frame, counting the
+// header at its largest. Larger payloads are refused with ErrTooLarge.
+func MaxPayload(maxFrameBytes int) int {
+	n := maxFrameBytes - FrameOverhead
+	for n > 0 && FrameSize(n) > maxFrameBytes-FrameOverhead {
+		n--
+	}
+	return max(n, 0)
+}
+
 // FrameSize returns how many bytes a payload of length n adds to a frame.
 func FrameSize(n int) int {
 	return uvarintLen(uint64(n)) + n
