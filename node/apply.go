@@ -141,43 +141,45 @@ func (n *Node) applyEntry(e *raftpb.Entry) *raftpb.ConfState {
 func (n *Node) applyConfChange(e *raftpb.Entry) *raftpb.ConfState {
 	cc, ctx, ok := decodeConfChange(e)
 	if !ok {
-		n.log.Warn("skipping undecodable membership change", "index", e.GetIndex())
-		return nil
+		// Undecodable on every node alike; Raft still needs its answer.
+		n.log.Warn("undecodable membership change ignored", "index", e.GetIndex())
+		return n.raft.ApplyConfChange(&raftpb.ConfChangeV2{Changes: []*raftpb.ConfChangeSingle{{Type: raftpb.ConfChangeAddNode.Enum(), NodeId: proto.Uint64(raft.None)}}})
 	}
-	var rejected error
-	for _, ch := range cc.GetChanges() {
-		if err := n.members.validate(ch, ctx); err != nil {
-			rejected = err
-			break
-		}
-	}
-	if rejected != nil {
-		// Every node reaches the same verdict from the same replicated state;
+	if verdict := n.members.decide(e.GetIndex(), cc, ctx); verdict != nil {
 		// Raft is told to ignore the change by zeroing its node IDs.
 		noop := proto.Clone(cc).(*raftpb.ConfChangeV2)
 		for _, ch := range noop.GetChanges() {
 			ch.NodeId = proto.Uint64(raft.None)
 		}
 		cs := n.raft.ApplyConfChange(noop)
-		n.log.Warn("membership change rejected", "index", e.GetIndex(), "err", rejected)
-		n.answerConf(ctx, e.GetIndex(), rejected)
+		if !errors.Is(verdict, errReplayedRejection) {
+			n.log.Warn("membership change rejected", "index", e.GetIndex(), "err", verdict)
+		}
+		n.answerConf(ctx, e.GetIndex(), verdict)
 		return cs
 	}
 	for _, ch := range cc.GetChanges() {
-		n.members.apply(e.GetIndex(), ch, ctx)
 		n.log.Info("membership change applied", "index", e.GetIndex(), "type", ch.GetType().String(), "member", HexID(ch.GetNodeId()))
 	}
 	cs := n.raft.ApplyConfChange(cc)
 	n.answerConf(ctx, e.GetIndex(), nil)
 	for _, ch := range cc.GetChanges() {
 		if ch.GetType() == raftpb.ConfChangeRemoveNode && ch.GetNodeId() == n.cfg.ID {
-			n.removed.Store(true)
-			n.log.Error("this node was removed from the cluster; it stops now. Its data directory must be wiped before the machine can rejoin as a new member",
-				"index", e.GetIndex(), "incarnation", n.cfg.Incarnation)
-			go n.Stop()
+			n.selfRemoved(fmt.Sprintf("the log, at index %d", e.GetIndex()))
 		}
 	}
 	return cs
+}
+
+// selfRemoved stops a node that learned of its own removal, from its log or
+// from the membership stream (never from a peer's drop).
+func (n *Node) selfRemoved(source string) {
+	if n.removed.Swap(true) {
+		return
+	}
+	n.log.Error("this node was removed from the cluster and stops now; wipe its data directory before this machine rejoins as a new member",
+		"learned_from", source, "incarnation", n.cfg.Incarnation)
+	go n.Stop()
 }
 
 func (n *Node) answerConf(ctx *confContext, index uint64, err error) {

@@ -2,10 +2,13 @@ package node
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/google/uuid"
 	"go.etcd.io/raft/v3/raftpb"
@@ -68,6 +71,11 @@ func (m *Member) UnmarshalJSON(b []byte) error {
 type confContext struct {
 	Request uint64  `json:"request,omitempty"`
 	Member  *Member `json:"member,omitempty"`
+	// RequestID is the operator's request (from the membership stream) this
+	// change carries out; a request is applied at most once.
+	RequestID string `json:"request_id,omitempty"`
+	// Time is when the change was proposed, for the history.
+	Time time.Time `json:"time,omitzero"`
 }
 
 // membership is the replicated membership state: current members and
@@ -82,6 +90,35 @@ type membership struct {
 	// version is the Raft index of the last applied membership change, the
 	// same on every node that applied it.
 	version uint64
+	// maxID is the highest Raft ID ever used here, tombstones included: new
+	// IDs are allocated above it, so no ID is ever reused.
+	maxID uint64
+	// requests maps operator request IDs to the index that settled them.
+	requests map[string]uint64
+	// history lists every membership change in log order.
+	history []Change
+	// stream is the membership stream this cluster is bound to.
+	stream *StreamBinding
+}
+
+// Change is one settled membership change, as kept in replicated state.
+type Change struct {
+	Index     uint64    `json:"index"`
+	Op        string    `json:"op"` // add, add-learner, promote, remove
+	Member    Member    `json:"member"`
+	RequestID string    `json:"request_id,omitempty"`
+	Time      time.Time `json:"time,omitzero"`
+	// Rejected is the reason the change did not take effect, if it did not.
+	Rejected string `json:"rejected,omitempty"`
+}
+
+// StreamBinding identifies the JetStream stream that carries this cluster's
+// membership records. It is replicated, so every node can tell when the
+// stream it finds is not the one the cluster was bound to (deleted and
+// recreated, or another cluster's).
+type StreamBinding struct {
+	Name    string    `json:"name"`
+	Created time.Time `json:"created"`
 }
 
 func newMembership() *membership {
@@ -89,6 +126,7 @@ func newMembership() *membership {
 		members:     map[uint64]*Member{},
 		removedIDs:  map[uint64]bool{},
 		removedIncs: map[uuid.UUID]bool{},
+		requests:    map[string]uint64{},
 	}
 }
 
@@ -157,50 +195,145 @@ func (ms *membership) removed() (ids []uint64, incs []uuid.UUID) {
 	return ids, incs
 }
 
-// validate decides whether a committed change may take effect. A rejected
-// change is applied to Raft as a no-op on every node alike, because the
-// decision depends only on replicated state.
+// decide settles the membership change carried by the committed entry at
+// index: it validates the change against replicated state, applies it if
+// valid, and records the verdict in the history. It returns nil when the
+// change takes effect and the reason when it does not. A rejected change is
+// applied to Raft as a no-op on every node alike, because the verdict
+// depends only on replicated state.
+//
+// Deciding an index that was already settled (Raft replays committed
+// entries after a restart, and the directory is primed before that) returns
+// the recorded verdict and changes nothing.
+func (ms *membership) decide(index uint64, cc *raftpb.ConfChangeV2, ctx *confContext) error {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	if index <= ms.version {
+		for i := len(ms.history) - 1; i >= 0 && ms.history[i].Index >= index; i-- {
+			if ms.history[i].Index == index && ms.history[i].Rejected != "" {
+				return fmt.Errorf("%w: %s", errReplayedRejection, ms.history[i].Rejected)
+			}
+		}
+		return nil
+	}
+	var verdict error
+	for _, ch := range cc.GetChanges() {
+		if verdict = ms.validate(ch, ctx); verdict != nil {
+			break
+		}
+	}
+	if verdict == nil {
+		for _, ch := range cc.GetChanges() {
+			ms.apply(ch, ctx)
+		}
+	}
+	for _, ch := range cc.GetChanges() {
+		ms.settle(index, ch, ctx, verdict)
+	}
+	ms.version = index
+	return verdict
+}
+
+// errReplayedRejection marks the verdict of a change settled before.
+var errReplayedRejection = errors.New("node: rejected when first applied")
+
+// validate checks one change. Caller holds the lock.
 func (ms *membership) validate(cc *raftpb.ConfChangeSingle, ctx *confContext) error {
-	ms.mu.RLock()
-	defer ms.mu.RUnlock()
 	id := cc.GetNodeId()
+	if ctx != nil && ctx.RequestID != "" {
+		if at, done := ms.requests[ctx.RequestID]; done {
+			return fmt.Errorf("%w: request %s was settled at index %d", ErrDuplicateRequest, ctx.RequestID, at)
+		}
+	}
 	if ms.removedIDs[id] {
-		return fmt.Errorf("raft ID %s was removed and can never return", HexID(id))
+		return fmt.Errorf("%w: raft ID %s was removed and can never return", ErrTombstoned, HexID(id))
 	}
 	switch cc.GetType() {
 	case raftpb.ConfChangeAddNode, raftpb.ConfChangeAddLearnerNode:
 		cur, exists := ms.members[id]
 		if ctx == nil || ctx.Member == nil {
-			if exists {
-				return nil // promotion of a known member
+			if !exists {
+				return fmt.Errorf("%w: raft ID %s", ErrNoSuchMember, HexID(id))
 			}
-			return fmt.Errorf("adding raft ID %s without member details", HexID(id))
+			if !cur.Learner {
+				return fmt.Errorf("%w: %s is already a voter", ErrInvalidChange, HexID(id))
+			}
+			return nil // promotion of a learner
 		}
 		if ms.removedIncs[ctx.Member.Incarnation] {
-			return fmt.Errorf("incarnation %s was removed and can never return", ctx.Member.Incarnation)
+			return fmt.Errorf("%w: incarnation %s was removed and can never return", ErrTombstoned, ctx.Member.Incarnation)
 		}
-		if exists && cur.Incarnation != ctx.Member.Incarnation {
-			return fmt.Errorf("raft ID %s already belongs to incarnation %s", HexID(id), cur.Incarnation)
+		if exists {
+			return fmt.Errorf("%w: raft ID %s already belongs to incarnation %s", ErrInvalidChange, HexID(id), cur.Incarnation)
 		}
 		for oid, m := range ms.members {
-			if oid != id && m.Incarnation == ctx.Member.Incarnation {
-				return fmt.Errorf("incarnation %s is already member %s", m.Incarnation, HexID(oid))
+			if m.Incarnation == ctx.Member.Incarnation {
+				return fmt.Errorf("%w: incarnation %s is already member %s", ErrInvalidChange, m.Incarnation, HexID(oid))
 			}
 		}
 	case raftpb.ConfChangeRemoveNode:
-		if _, ok := ms.members[id]; !ok {
-			return fmt.Errorf("raft ID %s is not a member", HexID(id))
+		m, ok := ms.members[id]
+		if !ok {
+			return fmt.Errorf("%w: raft ID %s", ErrNoSuchMember, HexID(id))
+		}
+		if !m.Learner && ms.voters() == 1 {
+			return fmt.Errorf("%w: %s is the last voter", ErrLastVoter, HexID(id))
 		}
 	}
 	return nil
 }
 
-// apply records a validated change at Raft index. Applying the same change
-// twice (a replay after restart) leaves the same state.
-func (ms *membership) apply(index uint64, cc *raftpb.ConfChangeSingle, ctx *confContext) {
-	ms.mu.Lock()
-	defer ms.mu.Unlock()
+// voters counts voting members. Caller holds the lock.
+func (ms *membership) voters() int {
+	n := 0
+	for _, m := range ms.members {
+		if !m.Learner {
+			n++
+		}
+	}
+	return n
+}
+
+// settle records the verdict on a change at index in the history, and the
+// operator request as settled. Caller holds the lock.
+func (ms *membership) settle(index uint64, cc *raftpb.ConfChangeSingle, ctx *confContext, rejected error) {
+	ch := Change{Index: index, Op: opName(cc.GetType(), ctx), Member: Member{ID: cc.GetNodeId()}}
+	if m, ok := ms.members[cc.GetNodeId()]; ok {
+		ch.Member = *m
+	}
+	if ctx != nil {
+		if ctx.Member != nil {
+			ch.Member = *ctx.Member
+			ch.Member.ID = cc.GetNodeId()
+		}
+		ch.RequestID, ch.Time = ctx.RequestID, ctx.Time
+		if ctx.RequestID != "" && !errors.Is(rejected, ErrDuplicateRequest) {
+			ms.requests[ctx.RequestID] = index
+		}
+	}
+	if rejected != nil {
+		ch.Rejected = rejected.Error()
+	}
+	ms.history = append(ms.history, ch)
+}
+
+func opName(t raftpb.ConfChangeType, ctx *confContext) string {
+	switch t {
+	case raftpb.ConfChangeAddLearnerNode:
+		return "add-learner"
+	case raftpb.ConfChangeRemoveNode:
+		return "remove"
+	}
+	if ctx == nil || ctx.Member == nil {
+		return "promote"
+	}
+	return "add"
+}
+
+// apply carries out a validated change. Caller holds the lock.
+func (ms *membership) apply(cc *raftpb.ConfChangeSingle, ctx *confContext) {
 	id := cc.GetNodeId()
+	ms.maxID = max(ms.maxID, id)
 	switch cc.GetType() {
 	case raftpb.ConfChangeAddNode, raftpb.ConfChangeAddLearnerNode:
 		learner := cc.GetType() == raftpb.ConfChangeAddLearnerNode
@@ -220,17 +353,18 @@ func (ms *membership) apply(index uint64, cc *raftpb.ConfChangeSingle, ctx *conf
 		}
 		ms.removedIDs[id] = true
 	}
-	if index > ms.version {
-		ms.version = index
-	}
 }
 
 // membershipImage is the membership part of a snapshot.
 type membershipImage struct {
-	Version             uint64      `json:"version"`
-	Members             []Member    `json:"members"`
-	RemovedIDs          []string    `json:"removed_ids,omitempty"`
-	RemovedIncarnations []uuid.UUID `json:"removed_incarnations,omitempty"`
+	Version             uint64            `json:"version"`
+	Members             []Member          `json:"members"`
+	RemovedIDs          []string          `json:"removed_ids,omitempty"`
+	RemovedIncarnations []uuid.UUID       `json:"removed_incarnations,omitempty"`
+	MaxID               string            `json:"max_id,omitempty"`
+	Requests            map[string]uint64 `json:"requests,omitempty"`
+	History             []Change          `json:"history,omitempty"`
+	Stream              *StreamBinding    `json:"stream,omitempty"`
 }
 
 func (ms *membership) image() membershipImage {
@@ -238,6 +372,17 @@ func (ms *membership) image() membershipImage {
 	img := membershipImage{Version: ms.Version(), Members: ms.list(), RemovedIncarnations: incs}
 	for _, id := range ids {
 		img.RemovedIDs = append(img.RemovedIDs, HexID(id))
+	}
+	ms.mu.RLock()
+	defer ms.mu.RUnlock()
+	if ms.maxID != 0 {
+		img.MaxID = HexID(ms.maxID)
+	}
+	img.Requests = maps.Clone(ms.requests)
+	img.History = slices.Clone(ms.history)
+	if ms.stream != nil {
+		b := *ms.stream
+		img.Stream = &b
 	}
 	return img
 }
@@ -260,8 +405,21 @@ func (ms *membership) restore(img membershipImage) error {
 	for _, inc := range img.RemovedIncarnations {
 		incs[inc] = true
 	}
+	var maxID uint64
+	if img.MaxID != "" {
+		id, err := ParseHexID(img.MaxID)
+		if err != nil {
+			return err
+		}
+		maxID = id
+	}
+	requests := img.Requests
+	if requests == nil {
+		requests = map[string]uint64{}
+	}
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	ms.members, ms.removedIDs, ms.removedIncs, ms.version = members, removed, incs, img.Version
+	ms.maxID, ms.requests, ms.history, ms.stream = maxID, requests, img.History, img.Stream
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
 )
 
 // Node runs one member of a Raft cluster: the etcd raft node, its Ready
@@ -105,9 +106,13 @@ func New(cfg Config) (*Node, error) {
 			return nil, err
 		}
 	} else {
-		for _, p := range cfg.Peers {
-			p := p
-			n.members.apply(0, &raftpb.ConfChangeSingle{Type: raftpb.ConfChangeAddNode.Enum(), NodeId: &p.ID}, &confContext{Member: &p})
+		// raft.StartNode commits one ConfChange per peer at indexes 1..n, in
+		// this order; settling them here primes the directory identically.
+		for i, p := range cfg.Peers {
+			cc := &raftpb.ConfChangeV2{Changes: []*raftpb.ConfChangeSingle{{Type: raftpb.ConfChangeAddNode.Enum(), NodeId: proto.Uint64(p.ID)}}}
+			if err := n.members.decide(uint64(i+1), cc, &confContext{Member: &p}); err != nil {
+				return nil, fmt.Errorf("node: bootstrap member %s: %w", HexID(p.ID), err)
+			}
 		}
 	}
 	n.metrics = newMetrics(cfg.Registerer, n)
@@ -178,11 +183,7 @@ func (n *Node) primeMembership(from, to uint64) error {
 		}
 		for _, e := range ents {
 			if cc, ctx, ok := decodeConfChange(e); ok {
-				for _, ch := range cc.GetChanges() {
-					if n.members.validate(ch, ctx) == nil {
-						n.members.apply(e.GetIndex(), ch, ctx)
-					}
-				}
+				_ = n.members.decide(e.GetIndex(), cc, ctx)
 			}
 			lo = e.GetIndex() + 1
 		}
