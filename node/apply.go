@@ -1,7 +1,6 @@
 package node
 
 import (
-	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -17,20 +16,29 @@ import (
 // applied:
 //
 //	0x01 | request ID (uint64 BE) | state machine command
-const entryTagProposal = 0x01
+//
+// Entries tagged 0x02 are the node's own system commands (JSON), such as
+// binding the cluster to its membership stream; the state machine never
+// sees them.
+const (
+	entryTagProposal = 0x01
+	entryTagSystem   = 0x02
+)
 
-func encodeEntry(id uint64, data []byte) []byte {
+func encodeEntry(id uint64, data []byte) []byte { return encodeTagged(entryTagProposal, id, data) }
+
+func encodeTagged(tag byte, id uint64, data []byte) []byte {
 	out := make([]byte, 9, 9+len(data))
-	out[0] = entryTagProposal
+	out[0] = tag
 	binary.BigEndian.PutUint64(out[1:], id)
 	return append(out, data...)
 }
 
-func decodeEntry(b []byte) (uint64, []byte, error) {
-	if len(b) < 9 || b[0] != entryTagProposal {
-		return 0, nil, errors.New("node: entry is not a raftbus proposal")
+func decodeEntry(b []byte) (tag byte, id uint64, data []byte, err error) {
+	if len(b) < 9 || (b[0] != entryTagProposal && b[0] != entryTagSystem) {
+		return 0, 0, nil, errors.New("node: entry is not a raftbus proposal")
 	}
-	return binary.BigEndian.Uint64(b[1:9]), b[9:], nil
+	return b[0], binary.BigEndian.Uint64(b[1:9]), b[9:], nil
 }
 
 func jsonMarshal(v any) ([]byte, error) {
@@ -124,9 +132,13 @@ func (n *Node) applyEntry(e *raftpb.Entry) *raftpb.ConfState {
 		if len(e.GetData()) == 0 {
 			return nil // a new leader's empty entry
 		}
-		id, cmd, err := decodeEntry(e.GetData())
+		tag, id, cmd, err := decodeEntry(e.GetData())
 		if err != nil {
 			n.log.Warn("skipping undecodable entry", "index", e.GetIndex(), "err", err)
+			return nil
+		}
+		if tag == entryTagSystem {
+			n.props.trigger(id, result{index: e.GetIndex(), err: n.applySystem(e.GetIndex(), cmd)})
 			return nil
 		}
 		v, err := n.cfg.StateMachine.Apply(e.GetIndex(), cmd)
@@ -227,55 +239,4 @@ func (n *Node) snapshot(index uint64, cs *raftpb.ConfState) error {
 	}
 	n.log.Info("snapshot taken", "index", index, "bytes", len(data))
 	return nil
-}
-
-// AddMember proposes adding m (as a learner if m.Learner) and waits until
-// the change is applied here. It returns the change's Raft index.
-func (n *Node) AddMember(ctx context.Context, m Member) (uint64, error) {
-	t := raftpb.ConfChangeAddNode
-	if m.Learner {
-		t = raftpb.ConfChangeAddLearnerNode
-	}
-	return n.proposeConfChange(ctx, t, m.ID, &m)
-}
-
-// PromoteMember proposes turning learner id into a voter.
-func (n *Node) PromoteMember(ctx context.Context, id uint64) (uint64, error) {
-	return n.proposeConfChange(ctx, raftpb.ConfChangeAddNode, id, nil)
-}
-
-// RemoveMember proposes removing id; its Raft ID and incarnation are
-// tombstoned forever once the change is applied.
-func (n *Node) RemoveMember(ctx context.Context, id uint64) (uint64, error) {
-	return n.proposeConfChange(ctx, raftpb.ConfChangeRemoveNode, id, nil)
-}
-
-func (n *Node) proposeConfChange(ctx context.Context, t raftpb.ConfChangeType, id uint64, m *Member) (uint64, error) {
-	if err := n.checkUsable(); err != nil {
-		return 0, err
-	}
-	req := n.nextRequestID()
-	cctx, err := jsonMarshal(confContext{Request: req, Member: m})
-	if err != nil {
-		return 0, err
-	}
-	cc := &raftpb.ConfChangeV2{
-		Changes: []*raftpb.ConfChangeSingle{{Type: t.Enum(), NodeId: proto.Uint64(id)}},
-		Context: cctx,
-	}
-	ch := n.props.register(req)
-	if err := n.raft.ProposeConfChange(ctx, cc); err != nil {
-		n.props.cancel(req)
-		return 0, n.mapRaftErr(err)
-	}
-	select {
-	case r := <-ch:
-		return r.index, r.err
-	case <-ctx.Done():
-		n.props.cancel(req)
-		return 0, ctx.Err()
-	case <-n.stopc:
-		n.props.cancel(req)
-		return 0, n.stoppedErr()
-	}
 }

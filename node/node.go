@@ -445,34 +445,14 @@ func (n *Node) transferLeadership() {
 	if !n.isLeader.Load() {
 		return
 	}
-	st := n.raft.Status()
-	var best, bestMatch uint64
-	for id, pr := range st.Progress {
-		if id == n.cfg.ID || pr.IsLearner {
-			continue
-		}
-		if pr.Match >= bestMatch {
-			best, bestMatch = id, pr.Match
-		}
-	}
+	best := n.BestTransferee()
 	if best == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.StopTransferTimeout)
 	defer cancel()
 	n.log.Info("transferring leadership before stop", "to", HexID(best))
-	n.raft.TransferLeadership(ctx, n.cfg.ID, best)
-	tick := time.NewTicker(n.cfg.TickInterval)
-	defer tick.Stop()
-	for {
-		if l := n.lead.Load(); l != n.cfg.ID && l != 0 {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			n.log.Warn("leadership transfer did not finish before the timeout", "to", HexID(best))
-			return
-		case <-tick.C:
-		}
+	if err := n.TransferLeadership(ctx, best); err != nil {
+		n.log.Warn("leadership transfer did not finish", "to", HexID(best), "err", err)
 	}
 }

@@ -1,0 +1,265 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/google/uuid"
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+)
+
+// Membership change operations, as named in requests and in the history.
+const (
+	OpAdd        = "add"
+	OpAddLearner = "add-learner"
+	OpPromote    = "promote"
+	OpRemove     = "remove"
+)
+
+// MembershipChange asks for one membership change.
+type MembershipChange struct {
+	// RequestID identifies the operator's request; a request is settled at
+	// most once however often it is proposed (by successive leaders, say).
+	RequestID string
+	// Op is OpAdd, OpAddLearner, OpPromote or OpRemove.
+	Op string
+	// Member names the member: for adds every field (ID, incarnation, name,
+	// client URL), for promote and remove only the ID.
+	Member Member
+}
+
+// MembershipState is a copy of the replicated membership.
+type MembershipState struct {
+	Version             uint64
+	Members             []Member
+	RemovedIDs          []uint64
+	RemovedIncarnations []uuid.UUID
+	// NextID is the Raft ID the next added member gets.
+	NextID uint64
+	// Requests maps settled request IDs to the index that settled them.
+	Requests map[string]uint64
+	History  []Change
+	Stream   *StreamBinding
+}
+
+// Membership returns the replicated membership as applied on this node.
+func (n *Node) Membership() MembershipState {
+	img := n.members.image()
+	st := MembershipState{Version: img.Version, Members: img.Members, RemovedIncarnations: img.RemovedIncarnations,
+		Requests: img.Requests, History: img.History, Stream: img.Stream}
+	for _, s := range img.RemovedIDs {
+		id, _ := ParseHexID(s)
+		st.RemovedIDs = append(st.RemovedIDs, id)
+	}
+	maxID := uint64(0)
+	if img.MaxID != "" {
+		maxID, _ = ParseHexID(img.MaxID)
+	}
+	st.NextID = maxID + 1
+	return st
+}
+
+// ChangeMembership proposes a membership change and waits until it is
+// settled here. It returns the index that settled it, and the reason when
+// it was rejected (ErrNoSuchMember, ErrLastVoter, ErrTombstoned,
+// ErrInvalidChange, ErrDuplicateRequest).
+func (n *Node) ChangeMembership(ctx context.Context, c MembershipChange) (uint64, error) {
+	var t raftpb.ConfChangeType
+	m := c.Member
+	var member *Member
+	switch c.Op {
+	case OpAdd:
+		t, member = raftpb.ConfChangeAddNode, &m
+	case OpAddLearner:
+		m.Learner = true
+		t, member = raftpb.ConfChangeAddLearnerNode, &m
+	case OpPromote:
+		t = raftpb.ConfChangeAddNode
+	case OpRemove:
+		t = raftpb.ConfChangeRemoveNode
+	default:
+		return 0, fmt.Errorf("%w: unknown operation %q", ErrInvalidChange, c.Op)
+	}
+	if m.ID == 0 {
+		return 0, fmt.Errorf("%w: no raft ID", ErrInvalidChange)
+	}
+	if member != nil && member.Incarnation == uuid.Nil {
+		return 0, fmt.Errorf("%w: adding %s without an incarnation", ErrInvalidChange, HexID(m.ID))
+	}
+	if err := n.checkUsable(); err != nil {
+		return 0, err
+	}
+	req := n.nextRequestID()
+	cctx, err := jsonMarshal(confContext{Request: req, Member: member, RequestID: c.RequestID, Time: time.Now().UTC()})
+	if err != nil {
+		return 0, err
+	}
+	cc := &raftpb.ConfChangeV2{
+		Changes: []*raftpb.ConfChangeSingle{{Type: t.Enum(), NodeId: proto.Uint64(m.ID)}},
+		Context: cctx,
+	}
+	ch := n.props.register(req)
+	if err := n.raft.ProposeConfChange(ctx, cc); err != nil {
+		n.props.cancel(req)
+		return 0, n.mapRaftErr(err)
+	}
+	r, err := n.await(ctx, req, ch)
+	if err != nil {
+		return 0, err
+	}
+	return r.index, r.err
+}
+
+// await waits for the answer to request req.
+func (n *Node) await(ctx context.Context, req uint64, ch chan result) (result, error) {
+	select {
+	case r := <-ch:
+		return r, nil
+	case <-ctx.Done():
+		n.props.cancel(req)
+		return result{}, ctx.Err()
+	case <-n.stopc:
+		n.props.cancel(req)
+		return result{}, n.stoppedErr()
+	}
+}
+
+// AddMember adds m (as a learner if m.Learner) and waits until settled.
+func (n *Node) AddMember(ctx context.Context, m Member) (uint64, error) {
+	op := OpAdd
+	if m.Learner {
+		op = OpAddLearner
+	}
+	return n.ChangeMembership(ctx, MembershipChange{Op: op, Member: m})
+}
+
+// PromoteMember turns learner id into a voter.
+func (n *Node) PromoteMember(ctx context.Context, id uint64) (uint64, error) {
+	return n.ChangeMembership(ctx, MembershipChange{Op: OpPromote, Member: Member{ID: id}})
+}
+
+// RemoveMember removes id; its Raft ID and incarnation are tombstoned
+// forever once the change is applied.
+func (n *Node) RemoveMember(ctx context.Context, id uint64) (uint64, error) {
+	return n.ChangeMembership(ctx, MembershipChange{Op: OpRemove, Member: Member{ID: id}})
+}
+
+// systemCommand is the JSON body of a system entry.
+type systemCommand struct {
+	BindStream *StreamBinding `json:"bind_stream,omitempty"`
+}
+
+// ErrStreamBound is returned by BindStream when the cluster is already
+// bound to another stream.
+var ErrStreamBound = errors.New("node: cluster is bound to another membership stream")
+
+// BindStream records, in replicated state, the membership stream this
+// cluster uses. A cluster is bound once: binding again to the same stream is
+// a no-op, to another one fails with ErrStreamBound.
+func (n *Node) BindStream(ctx context.Context, b StreamBinding) error {
+	if err := n.checkUsable(); err != nil {
+		return err
+	}
+	body, err := jsonMarshal(systemCommand{BindStream: &b})
+	if err != nil {
+		return err
+	}
+	req := n.nextRequestID()
+	ch := n.props.register(req)
+	if err := n.raft.Propose(ctx, encodeTagged(entryTagSystem, req, body)); err != nil {
+		n.props.cancel(req)
+		return n.mapRaftErr(err)
+	}
+	r, err := n.await(ctx, req, ch)
+	if err != nil {
+		return err
+	}
+	return r.err
+}
+
+// applySystem applies a system command; the verdict depends only on
+// replicated state.
+func (n *Node) applySystem(index uint64, body []byte) error {
+	var cmd systemCommand
+	if err := json.Unmarshal(body, &cmd); err != nil {
+		return fmt.Errorf("node: system entry %d: %w", index, err)
+	}
+	if b := cmd.BindStream; b != nil {
+		n.members.mu.Lock()
+		defer n.members.mu.Unlock()
+		switch cur := n.members.stream; {
+		case cur == nil:
+			n.members.stream = b
+			n.log.Info("cluster bound to its membership stream", "stream", b.Name, "created", b.Created)
+		case cur.Name != b.Name || !cur.Created.Equal(b.Created):
+			return fmt.Errorf("%w: %s created %s (asked: %s created %s)", ErrStreamBound, cur.Name, cur.Created, b.Name, b.Created)
+		}
+	}
+	return nil
+}
+
+// IsLeader reports whether this node is the leader.
+func (n *Node) IsLeader() bool { return n.isLeader.Load() }
+
+// TransferLeadership asks the leader to hand leadership to id and waits
+// until some other node leads (or ctx ends).
+func (n *Node) TransferLeadership(ctx context.Context, id uint64) error {
+	if !n.isLeader.Load() {
+		return ErrNotLeader
+	}
+	n.raft.TransferLeadership(ctx, n.cfg.ID, id)
+	tick := time.NewTicker(n.cfg.TickInterval)
+	defer tick.Stop()
+	for {
+		if l := n.lead.Load(); l != n.cfg.ID && l != 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-n.stopc:
+			return n.stoppedErr()
+		case <-tick.C:
+		}
+	}
+}
+
+// BestTransferee returns the voter, other than this node, whose log is
+// most up to date, or 0. Only meaningful on the leader.
+func (n *Node) BestTransferee() uint64 {
+	st := n.raft.Status()
+	var best, bestMatch uint64
+	ids := make([]uint64, 0, len(st.Progress))
+	for id := range st.Progress {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		pr := st.Progress[id]
+		if id == n.cfg.ID || pr.IsLearner {
+			continue
+		}
+		if best == 0 || pr.Match > bestMatch {
+			best, bestMatch = id, pr.Match
+		}
+	}
+	return best
+}
+
+// CaughtUp reports whether member id's log is within lag entries of the
+// leader's commit index. Only meaningful on the leader.
+func (n *Node) CaughtUp(id uint64, lag uint64) bool {
+	st := n.raft.Status()
+	pr, ok := st.Progress[id]
+	return ok && pr.Match+lag >= st.GetCommit()
+}
+
+// MarkRemoved stops a node that learned of its own removal from the
+// membership stream's record of committed changes (the log may never tell
+// it: the leader stops replicating to a removed node).
+func (n *Node) MarkRemoved(source string) { n.selfRemoved(source) }
