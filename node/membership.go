@@ -108,8 +108,28 @@ type Change struct {
 	Member    Member    `json:"member"`
 	RequestID string    `json:"request_id,omitempty"`
 	Time      time.Time `json:"time,omitzero"`
-	// Rejected is the reason the change did not take effect, if it did not.
+	// Rejected is the reason the change did not take effect, if it did not,
+	// and Code its short form (see RejectionCode).
 	Rejected string `json:"rejected,omitempty"`
+	Code     string `json:"code,omitempty"`
+}
+
+// RejectionCode names the kind of a rejected membership change:
+// no_such_member, last_voter, tombstoned, duplicate or invalid.
+func RejectionCode(err error) string {
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, ErrNoSuchMember):
+		return "no_such_member"
+	case errors.Is(err, ErrLastVoter):
+		return "last_voter"
+	case errors.Is(err, ErrTombstoned):
+		return "tombstoned"
+	case errors.Is(err, ErrDuplicateRequest):
+		return "duplicate"
+	}
+	return "invalid"
 }
 
 // StreamBinding identifies the JetStream stream that carries this cluster's
@@ -312,7 +332,7 @@ func (ms *membership) settle(index uint64, cc *raftpb.ConfChangeSingle, ctx *con
 		}
 	}
 	if rejected != nil {
-		ch.Rejected = rejected.Error()
+		ch.Rejected, ch.Code = rejected.Error(), RejectionCode(rejected)
 	}
 	ms.history = append(ms.history, ch)
 }

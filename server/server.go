@@ -12,18 +12,22 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/raftbus/raftbus/bus"
 	"github.com/raftbus/raftbus/bus/natsbus"
 	"github.com/raftbus/raftbus/datadir"
 	"github.com/raftbus/raftbus/kv"
+	"github.com/raftbus/raftbus/membership"
 	"github.com/raftbus/raftbus/node"
 	"github.com/raftbus/raftbus/raftstore"
 )
@@ -52,6 +56,9 @@ type Config struct {
 	// Node tunes the node runtime (tick, snapshots, ...); identity, storage,
 	// bus, state machine and logging fields are filled in by Start.
 	Node node.Config
+	// MembersReplicas is the replica count of the membership stream when
+	// this node creates it: 3 on a three-server NATS cluster. Default 1.
+	MembersReplicas int
 	// MaxValueBytes bounds a value written through the HTTP API. Default
 	// 512 KiB (it must fit one Raft entry within one NATS message).
 	MaxValueBytes int64
@@ -69,6 +76,8 @@ type Server struct {
 	kv       *kv.Store
 	bus      *natsbus.Bus
 	node     *node.Node
+	members  *membership.Manager
+	status   *nats.Subscription
 	registry *prometheus.Registry
 	http     *http.Server
 	addr     string
@@ -161,9 +170,31 @@ func Start(cfg Config) (s *Server, err error) {
 	}
 	closers = append(closers, s.node.Stop)
 
+	js, err := jetstream.New(cfg.Conn)
+	if err != nil {
+		return nil, fmt.Errorf("server: JetStream: %w", err)
+	}
+	host, _ := os.Hostname()
+	s.members, err = membership.StartManager(membership.ManagerConfig{
+		Stream:  membership.StreamConfig{JS: js, Prefix: s.prefix(), Cluster: id.ClusterID, Replicas: cfg.MembersReplicas},
+		Cluster: clusterAdapter{s.node},
+		Announce: membership.Announce{Name: id.Name, ClientURL: s.URL(), DataDir: cfg.DataDir, Host: host,
+			Software: "raftbus"},
+		Logger: s.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	closers = append(closers, s.members.Stop)
+	s.status, err = membership.ServeStatus(cfg.Conn, s.prefix(), id.ClusterID, s.nodeStatus)
+	if err != nil {
+		return nil, err
+	}
+	closers = append(closers, func() { _ = s.status.Unsubscribe() })
+
 	h, err := kv.NewHandler(kv.HandlerConfig{
 		Store: s.kv, Cluster: s.node,
-		Status:        func() any { return s.node.Status() },
+		Status:        func() any { return s.Status() },
 		Metrics:       promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}),
 		MaxValueBytes: cfg.MaxValueBytes,
 		Logger:        s.log,
@@ -180,6 +211,32 @@ func Start(cfg Config) (s *Server, err error) {
 	}()
 	s.log.Info("serving HTTP API", "url", s.URL())
 	return s, nil
+}
+
+func (s *Server) prefix() string {
+	if s.cfg.Prefix == "" {
+		return bus.DefaultPrefix
+	}
+	return s.cfg.Prefix
+}
+
+// Status is the node's status plus the membership manager's view, served
+// on GET /status.
+type Status struct {
+	node.Status
+	MembershipProblem string `json:"membership_problem,omitempty"`
+}
+
+// Status returns the node's status.
+func (s *Server) Status() Status {
+	return Status{Status: s.node.Status(), MembershipProblem: s.members.Problem()}
+}
+
+func (s *Server) nodeStatus() membership.NodeStatus {
+	st := s.node.Status()
+	return membership.NodeStatus{RaftID: membership.HexID(s.identity.RaftID), Incarnation: s.identity.Incarnation,
+		Name: s.identity.Name, Leader: membership.HexID(s.node.Leader()), State: st.State, Term: st.Term,
+		Applied: st.Applied, ClientURL: s.URL(), Problem: s.members.Problem()}
 }
 
 // URL is the base URL of the node's HTTP API.
@@ -210,6 +267,7 @@ func (s *Server) Stop() {
 		defer cancel()
 		_ = s.http.Shutdown(ctx)
 		<-s.httpDone
+		s.stopMembership()
 		s.node.Stop()
 		s.closeResources()
 	})
@@ -224,9 +282,15 @@ func (s *Server) Halt() {
 	s.stopOnce.Do(func() {
 		_ = s.http.Close()
 		<-s.httpDone
+		s.stopMembership()
 		s.node.Halt()
 		s.closeResources()
 	})
+}
+
+func (s *Server) stopMembership() {
+	_ = s.status.Unsubscribe()
+	s.members.Stop()
 }
 
 func (s *Server) closeResources() {

@@ -1,0 +1,76 @@
+package membership
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+)
+
+// StatusSubject is where every running node answers status queries (core
+// NATS request/reply; nothing is stored).
+func StatusSubject(prefix string, cluster uuid.UUID) string {
+	return prefix + "." + cluster.String() + ".status"
+}
+
+// NodeStatus is a running node's answer to a status query.
+type NodeStatus struct {
+	RaftID      HexID     `json:"raft_id"`
+	Incarnation uuid.UUID `json:"incarnation"`
+	Name        string    `json:"name"`
+	Leader      HexID     `json:"leader"`
+	State       string    `json:"state"`
+	Term        uint64    `json:"term"`
+	Applied     uint64    `json:"applied_index"`
+	ClientURL   string    `json:"client_url,omitempty"`
+	Problem     string    `json:"membership_problem,omitempty"`
+}
+
+// ServeStatus answers status queries with fn's result until the returned
+// subscription is unsubscribed.
+func ServeStatus(nc *nats.Conn, prefix string, cluster uuid.UUID, fn func() NodeStatus) (*nats.Subscription, error) {
+	sub, err := nc.Subscribe(StatusSubject(prefix, cluster), func(m *nats.Msg) {
+		data, err := json.Marshal(fn())
+		if err == nil {
+			_ = m.Respond(data)
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("membership: serve status: %w", err)
+	}
+	return sub, nil
+}
+
+// QueryStatus asks every running node of the cluster for its status and
+// collects the answers that arrive within wait.
+func QueryStatus(ctx context.Context, nc *nats.Conn, prefix string, cluster uuid.UUID, wait time.Duration) ([]NodeStatus, error) {
+	inbox := nc.NewRespInbox()
+	ch := make(chan *nats.Msg, 64)
+	sub, err := nc.ChanSubscribe(inbox, ch)
+	if err != nil {
+		return nil, fmt.Errorf("membership: status query: %w", err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := nc.PublishRequest(StatusSubject(prefix, cluster), inbox, nil); err != nil {
+		return nil, fmt.Errorf("membership: status query: %w", err)
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	var out []NodeStatus
+	for {
+		select {
+		case m := <-ch:
+			var st NodeStatus
+			if json.Unmarshal(m.Data, &st) == nil {
+				out = append(out, st)
+			}
+		case <-timer.C:
+			return out, nil
+		case <-ctx.Done():
+			return out, ctx.Err()
+		}
+	}
+}

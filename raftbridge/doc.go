@@ -1,0 +1,302 @@
+// Package raftbridge carries the messages of one go.etcd.io/raft/v3 node
+// over a [bus.Bus] and validates everything it receives before Raft sees it.
+//
+// Every node incarnation (a UUID created with the node's data directory and
+// never reused) has its own bus subjects, and every envelope names the
+// cluster, the sending Raft ID and incarnation and the receiving Raft ID and
+// incarnation. The bridge drops, counts and logs anything that is not meant
+// for this incarnation of this Raft ID in this cluster, or that does not
+// come from the incarnation the [Directory] says holds the sender's Raft ID.
+// So a removed node's traffic never reaches a new process that took over its
+// host and port, and a misdirected heartbeat never reaches raft, which would
+// not check its To field (etcd#17081) and may panic on it.
+//
+// The package knows nothing of NATS: it talks to the bus interface only.
+//
+// # Usage
+//
+//	b, err := raftbridge.New(raftbridge.Config{
+//		Cluster: clusterID, ID: raftID, Incarnation: incarnation,
+//		Bus: bus, Directory: directory, Raft: node,
+//		Logger: logger, Registerer: registry,
+//	})
+//	if err != nil { ... }
+//	if err := b.Start(); err != nil { ... }
+//	defer b.Close()
+//
+//	for rd := range readyC { // the raft loop
+//		persist(rd.HardState, rd.Entries, rd.Snapshot)
+//		b.Send(rd.Messages)
+//		apply(rd.CommittedEntries) // ConfChanges also update the directory
+//		node.Advance()
+//	}
+//
+// # Responsibilities
+//
+// As with raft itself, the caller holds up its end of a contract:
+//
+//  1. Call [Bridge.Send] from the raft loop with Ready.Messages, after the
+//     HardState, Entries and Snapshot of the same Ready are durably
+//     persisted (raft's rule: messages go out only after the state they
+//     announce is stable). Send marshals every message before it returns, so
+//     marshalling happens on the raft loop, as raft's doc.go requires, and
+//     the messages may be reused afterwards; only a MsgSnap's snapshot data
+//     is read later, and raft guarantees it is immutable. Send never blocks.
+//     With AsyncStorageWrites, hand Send only messages addressed to peers;
+//     raft-local messages are dropped ("local_message").
+//  2. Implement [Raft] safely for concurrent use. Process is called from the
+//     bus's delivery goroutine and must not block for long: step the message
+//     with the given context (its deadline is Config.ProcessTimeout) or
+//     queue it. ReportUnreachable and ReportSnapshot are called from the
+//     bridge's report goroutine, never from inside Send, so they may wait
+//     for the raft loop (raft.Node's do).
+//  3. Feed the [Directory] from committed membership only: ConfChanges
+//     applied from the log and restored snapshots. Tombstone every removed
+//     Raft ID and its incarnation forever. The bridge never changes the
+//     directory and never infers membership from traffic.
+//  4. Keep raft.Config.MaxSizePerMsg well below Config.MaxEnvelopeBytes. A
+//     message too large for one envelope still goes out alone, and the bus
+//     may refuse it ("too_large", reported unreachable).
+//  5. For complete incoming snapshots, implement [SnapshotReceiver] to
+//     persist the snapshot before stepping it; otherwise it goes to Process.
+//  6. Close the bridge before stopping the node, and the bus after the
+//     bridge (the bridge does not own the bus).
+//
+// # Reports to Raft
+//
+// ReportUnreachable(id) is called whenever outbound traffic for id is
+// dropped (for every outbound reason but "local_message", and but Send
+// after Close) and when a snapshot transfer to id fails. ReportSnapshot(id, SnapshotFailure) is
+// called for every MsgSnap dropped in Send and for every transfer that fails,
+// times out or is abandoned. ReportSnapshot(id, SnapshotFinish) is called
+// only after the receiver acknowledged that its node took the snapshot
+// (ReceiveSnapshot or Process returned nil), never merely because the data
+// was queued. The only MsgSnaps without a report are those superseded by a
+// newer MsgSnap to the same peer (raft has moved on to the newer one) and
+// those in flight when the bridge closes. Reports are queued and coalesced
+// per peer (one pending unreachable flag, the latest snapshot status) and
+// made from the bridge's own goroutine.
+//
+// # Validation of inbound payloads
+//
+// Each payload the bus delivers is checked in this order; the first failure
+// drops it with the reason in quotes:
+//
+//  1. The fixed header parses ("decode": too short, bad magic) and its
+//     version is within [MinVersion, MaxVersion] ("version"; checked right
+//     after the magic, before anything that depends on the version).
+//  2. The rest parses: header, body, every length and count within the
+//     remaining bytes, canonical varints, protobuf messages, no trailing
+//     bytes; the envelope kind matches the bus kind ("decode"). Bus kinds
+//     other than msg and snap are "unknown_kind".
+//  3. The envelope's cluster, and the subject's cluster token, are this
+//     bridge's cluster ("cluster_mismatch").
+//  4. The envelope's destination Raft ID and incarnation, and the subject's
+//     destination token, are this bridge's ("wrong_destination").
+//  5. The subject's source token equals the envelope's source incarnation,
+//     and the source Raft ID is a real one (not 0 nor a raft-local target)
+//     ("source_mismatch"). With per-incarnation NATS publish permissions
+//     the subject's source token is authenticated, so this binds the
+//     envelope to a credential.
+//  6. Neither the source Raft ID nor its incarnation is tombstoned
+//     ("tombstoned").
+//  7. The directory does not map the source Raft ID to a different
+//     incarnation, and the source does not claim this bridge's own Raft ID
+//     ("stale_incarnation").
+//  8. For message envelopes, every message's From is the envelope's source
+//     ID, its To is this bridge's ID, its type is not raft-local and not
+//     MsgSnap (snapshots only travel through the snapshot protocol)
+//     ("message_mismatch"; the whole envelope is dropped: one that lies
+//     about one message is trusted with none).
+//  9. Raft.Process is called for each message; an error drops that
+//     message ("process_failed").
+//
+// Snapshot chunks and acknowledgements go through the same checks 1-7;
+// chunks then through the transfer's own checks (see below).
+//
+// # Drops
+//
+// Every drop increments raftbus_transport_dropped_messages_total{reason}
+// and the matching Stats.Dropped entry, counting Raft messages where they
+// are known (decoded envelopes, Send batches) and one per envelope where
+// they are not (undecodable payloads, unsupported versions, snapshot
+// chunks and acks, bus-level drops, which count what the bus reports). The
+// bus's own inbound drops (Receiver.Dropped) are counted with the bus's
+// reason; a bad frame is "decode". Every drop is logged at Warn, rate
+// limited per reason (Config.DropLogInterval, with a count of the
+// suppressed ones), naming the identities involved: hex Raft IDs,
+// incarnations, cluster and subject tokens. A drop never panics and never
+// sends anything to the sender: a negative answer could be taken for "you
+// were removed" (rafthttp's 403 did that) and would make the bridge an
+// amplifier for forged traffic.
+//
+// Inbound payloads are also dropped as "closed" after Close, and snapshot
+// chunks as "queue_full" when the snapshot receiver's bounded queue is full
+// (the sender resends them).
+//
+// Outbound drop reasons: "unknown_peer" (the directory does not know the
+// destination and there is no reply route), "tombstoned", "local_message",
+// "encode", "closed", and the bus's Send errors through [bus.ReasonOf]:
+// "queue_full", "too_large", "not_connected", "publish_failed", "closed".
+//
+// # Unknown senders
+//
+// A follower that was just added learns the membership from the log its
+// leader sends it, so for a while its directory does not know the leader.
+// Raft must still hear that leader, and the follower must be able to
+// answer. Policy:
+//
+//   - An inbound sender whose Raft ID the directory does not know (and
+//     neither that ID nor its incarnation is tombstoned) passes every check
+//     above and is handed to Raft. Its messages are counted in
+//     raftbus_transport_unknown_sender_total (not a drop) and under the
+//     peer "unknown" (key 0 in Stats) in the traffic metrics, so forged IDs
+//     cannot grow the metrics.
+//   - Its (Raft ID -> incarnation) is remembered as a provisional reply
+//     route, refreshed by its traffic. Send uses a route only when the
+//     directory has no entry for the ID: the directory always wins. Routes
+//     expire (Config.ReplyRouteTTL), are bounded in number
+//     (Config.MaxReplyRoutes, the one closest to expiry is evicted) and are
+//     discarded as soon as the ID or the incarnation is tombstoned or the
+//     directory learns the ID. Traffic sent on a route is counted in
+//     raftbus_transport_reply_routed_messages_total.
+//   - Membership is never inferred from traffic: a route is a way back to a
+//     validated sender, not a member. A dropped sender never gets a route.
+//
+// Raft's own defences (terms, PreVote, CheckQuorum) apply to unknown
+// senders as to any other; the directory's tombstones are what keeps a
+// removed node out.
+//
+// # Snapshots
+//
+// A MsgSnap carries the whole state (easily 50 MiB and more) and does not
+// fit a bus payload, so it travels through its own protocol on bus.KindSnap
+// subjects. Send marshals the MsgSnap without its data on the raft loop and
+// hands the data (immutable by raft's contract) to a sender goroutine for
+// that destination, which runs one transfer at a time; a newer MsgSnap for
+// the same destination supersedes a queued or running one.
+//
+//   - The data is cut into chunks so that each chunk envelope stays below
+//     MaxEnvelopeBytes. Every chunk carries the cluster, both endpoints
+//     (Raft ID and incarnation), a transfer ID (random, new for every
+//     attempt), the snapshot's term and index, its number and the total,
+//     the total size and the CRC32C (Castagnoli) of the whole data. Chunk 0
+//     also carries the MsgSnap without its data.
+//   - Flow control is a window of Config.SnapshotWindow unacknowledged
+//     chunks. The receiver accepts chunks strictly in order from one sender
+//     and acknowledges cumulatively (ack "progress" with the number of
+//     chunks received). An out-of-order chunk is discarded and answered
+//     with a "gap" ack, upon which the sender goes back to the receiver's
+//     position (once per position); an interval of
+//     Config.SnapshotResendInterval without progress makes the sender go
+//     back to the last acknowledged chunk. Go-back-N rather than failing
+//     the transfer on the first gap: on a lossy bus a 50-chunk snapshot
+//     would otherwise almost never complete.
+//   - The sender abandons the transfer, and reports SnapshotFailure, after
+//     Config.SnapshotTimeout without progress, when the receiver answers
+//     "failed", or when the directory no longer maps the destination ID to
+//     the incarnation the transfer started with (replaced or tombstoned).
+//     After a failure it waits Config.SnapshotRetryBackoff before its next
+//     transfer to that peer, doubling with each further failure up to
+//     SnapshotTimeout, so that a dead follower does not get a tight loop of
+//     snapshots.
+//   - The receiver runs one transfer per sender and refuses (ack "failed")
+//     a snapshot that would take the bytes reserved by transfers in
+//     progress beyond Config.MaxSnapshotBytes. It checks that chunk 0's
+//     MsgSnap agrees with the envelope (type, From, To, term, index) and
+//     that every chunk agrees with chunk 0 and with the total size; a chunk
+//     that does not is a drop ("message_mismatch", or "decode" for
+//     undecodable metadata) and, like every drop, gets no answer; it also
+//     ends the transfer, whose resent chunks then get a "gap" ack at chunk
+//     0. The receiver abandons a transfer whose sender was tombstoned or
+//     replaced in the directory or that made no progress for
+//     SnapshotTimeout, and verifies size and checksum at the end.
+//   - A complete snapshot is handed to the node on a goroutine of its own,
+//     with a context bounded by Config.SnapshotApplyTimeout: to
+//     SnapshotReceiver.ReceiveSnapshot if Raft implements it, else to
+//     Process. While the node works, the receiver answers chunks with
+//     "applying". Only when the call returns nil does it send the "done"
+//     ack, and only that ack makes the sender report SnapshotFinish. An
+//     error from the node, a checksum mismatch or a refused transfer yields
+//     a "failed" ack (these are protocol outcomes, counted in
+//     raftbus_transport_snapshots_received_total, not drops) and
+//     SnapshotFailure at the sender. The receiver remembers each
+//     sender's last outcome for a while to repeat a lost final ack.
+//
+// # Wire format
+//
+// Every payload is one envelope. All integers are big-endian unless they
+// are varints; varints are unsigned LEB128 (encoding/binary's Uvarint) in
+// their shortest form, and a longer encoding is malformed. Every version
+// keeps the first three bytes (magic and version); the rest of the layout
+// belongs to the version. Version 1:
+//
+//	offset size field
+//	     0    2 magic "RB" (0x52 0x42)
+//	     2    1 version (1)
+//	     3    1 kind: 1 messages, 2 snapshot chunk, 3 snapshot ack
+//	     4   16 cluster ID (UUID bytes)
+//	    20    8 source Raft ID
+//	    28   16 source incarnation
+//	    44    8 destination Raft ID
+//	    52   16 destination incarnation
+//	    68    8 sender's directory version (Directory.Version)
+//	    76      body
+//
+// Messages body (kind 1, bus kind msg):
+//
+//	count   varint, 1..4096 (MaxMessagesPerEnvelope)
+//	count times:
+//	  len   varint
+//	  msg   len bytes: a raftpb.Message in protobuf encoding
+//
+// nothing may follow the last message. The encoder measures each message
+// once (proto.Size) and marshals it straight into the envelope buffer
+// (proto.MarshalOptions.MarshalAppend with the cached size).
+//
+// Snapshot chunk body (kind 2, bus kind snap):
+//
+//	 0  8 transfer ID
+//	 8  8 snapshot term
+//	16  8 snapshot index
+//	24  4 chunk number (0-based)
+//	28  4 chunk count (>= 1, <= max(size, 1))
+//	32  8 size of the whole snapshot data
+//	40  4 CRC32C (Castagnoli) of the whole data
+//	44    meta length (varint) and meta: the MsgSnap without snapshot data,
+//	      in protobuf encoding; present (non-empty) in chunk 0 only
+//	      data length (varint) and data: this chunk's part of the data
+//
+// Snapshot ack body (kind 3, bus kind snap), 21 bytes exactly:
+//
+//	 0  8 transfer ID
+//	 8  8 snapshot index
+//	16  1 status: 0 progress, 1 gap, 2 applying, 3 done, 4 failed
+//	17  4 chunks received in order
+//
+// The decoders check every count and length against the bytes that remain
+// before they allocate (etcd#5386), cap the message count, and return an
+// error wrapping [ErrMalformed] or [ErrVersion]; they never panic.
+//
+// # Metrics
+//
+// Registered on Config.Registerer (none without one). Label "peer" is a Raft
+// ID as 16 hex digits ("unknown" for inbound senders the directory does not
+// know), never an incarnation:
+//
+//	raftbus_transport_sent_messages_total{peer}        Raft messages handed to the bus
+//	raftbus_transport_sent_bytes_total{peer}           envelope bytes, snapshot chunks included
+//	raftbus_transport_received_messages_total{peer}    validated Raft messages received
+//	raftbus_transport_received_bytes_total{peer}       validated envelope bytes received
+//	raftbus_transport_dropped_messages_total{reason}   see Drops
+//	raftbus_transport_unknown_sender_total             messages passed from unknown senders
+//	raftbus_transport_reply_routed_messages_total      messages sent on provisional routes
+//	raftbus_transport_unreachable_reports_total{peer}  ReportUnreachable calls
+//	raftbus_transport_snapshots_sent_total{peer,result}
+//	raftbus_transport_snapshots_received_total{peer,result}
+//	raftbus_transport_send_queue_payloads{peer}        bus send queue depth (gauge)
+//	raftbus_transport_send_queue_bytes{peer}           bus send queue bytes (gauge)
+//
+// Snapshot results are "success", "failure", "timeout" and "abandoned".
+// [Bridge.Stats] returns the same counters as a plain struct.
+package raftbridge
