@@ -2,6 +2,7 @@ package test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -48,8 +49,9 @@ func raftbusBinary(t *testing.T) string {
 
 // lineBuffer collects a process's output and lets a test wait for a line.
 type lineBuffer struct {
-	mu    sync.Mutex
-	lines []string
+	mu      sync.Mutex
+	lines   []string
+	partial []byte
 }
 
 func (b *lineBuffer) consume(r io.Reader) {
@@ -59,6 +61,23 @@ func (b *lineBuffer) consume(r io.Reader) {
 		b.lines = append(b.lines, sc.Text())
 		b.mu.Unlock()
 	}
+}
+
+// Write makes a lineBuffer usable as a process's Stdout or Stderr, so that
+// exec.Cmd.Wait returns only after all output was collected.
+func (b *lineBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.partial = append(b.partial, p...)
+	for {
+		i := bytes.IndexByte(b.partial, '\n')
+		if i < 0 {
+			break
+		}
+		b.lines = append(b.lines, string(b.partial[:i]))
+		b.partial = b.partial[i+1:]
+	}
+	return len(p), nil
 }
 
 func (b *lineBuffer) text() string {

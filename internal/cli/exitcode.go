@@ -11,7 +11,12 @@ const (
 	ExitError        = 1   // the operation failed
 	ExitUsage        = 2   // bad flags or arguments
 	ExitUnreachable  = 3   // cannot connect to NATS or the cluster, or authentication failed
-	ExitPrecondition = 4   // a precondition failed: identity mismatch, no such member, conflict
+	ExitPrecondition = 4   // a precondition failed: identity mismatch, node not announced, member exists
+	ExitNoSuchMember = 5   // the member named does not exist
+	ExitLastVoter    = 6   // the change would remove the last voter
+	ExitConflict     = 7   // a concurrent membership change came first
+	ExitPermission   = 8   // NATS denied a publish or subscribe
+	ExitTimeout      = 9   // the operation did not finish within --timeout
 	ExitInterrupted  = 130 // interrupted by a signal
 )
 
@@ -43,6 +48,8 @@ func codeOf(err error) int {
 		return ee.code
 	case errors.Is(err, context.Canceled):
 		return ExitInterrupted
+	case errors.Is(err, context.DeadlineExceeded):
+		return ExitTimeout
 	}
 	return ExitError
 }

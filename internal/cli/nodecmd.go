@@ -23,6 +23,8 @@ type nodeFlags struct {
 	listen    string
 	prefix    string
 	bootstrap bool
+	join      bool
+	replicas  int
 	cluster   string
 	raftID    string
 	noSync    bool
@@ -38,9 +40,12 @@ func newNodeCmd(g *globals) *cobra.Command {
 		Long: `Run one raftbus node: durable Raft state in --data, Raft traffic over NATS on
 subjects of this node's incarnation, and the key-value HTTP API on --listen.
 
-The first start with --bootstrap creates a new single-node cluster. Restarts
-reuse the identity stored in the data directory; --cluster, --raft-id and
---name, when given, must match it.`,
+The first start with --bootstrap creates a new single-node cluster. A node
+started with --join --cluster ID creates its incarnation, announces itself on
+the cluster's membership stream and waits until an operator runs
+'raftbus member add NAME'; then it starts and catches up from the leader.
+Restarts reuse the identity stored in the data directory; --cluster,
+--raft-id and --name, when given, must match it.`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error { return runNode(cmd, g, f) },
 	}
@@ -51,6 +56,8 @@ reuse the identity stored in the data directory; --cluster, --raft-id and
 	fs.StringVar(&f.listen, "listen", envOr("RAFTBUS_LISTEN", "127.0.0.1:8001"), "HTTP API address ($RAFTBUS_LISTEN)")
 	fs.StringVar(&f.prefix, "prefix", envOr("RAFTBUS_PREFIX", "raftbus"), "NATS subject prefix ($RAFTBUS_PREFIX)")
 	fs.BoolVar(&f.bootstrap, "bootstrap", false, "create a new single-node cluster if the data directory is new")
+	fs.BoolVar(&f.join, "join", false, "join the existing cluster --cluster: announce this node and wait for 'raftbus member add NAME'")
+	fs.IntVar(&f.replicas, "members-replicas", 1, "replicas of the membership stream if this node creates it (3 on a three-server NATS cluster)")
 	fs.StringVar(&f.cluster, "cluster", envOr("RAFTBUS_CLUSTER", ""), "expected cluster ID ($RAFTBUS_CLUSTER)")
 	fs.StringVar(&f.raftID, "raft-id", "", "expected Raft ID, in hex")
 	fs.BoolVar(&f.noSync, "no-sync", false, "do not fsync Raft state (benchmarks only: a crash may lose acknowledged writes)")
@@ -93,12 +100,23 @@ func runNode(cmd *cobra.Command, g *globals, f *nodeFlags) error {
 	if err != nil {
 		return err
 	}
+	if f.bootstrap && f.join {
+		return usageErr(errors.New("--bootstrap and --join cannot be used together"))
+	}
+	if f.join && (want.ClusterID == uuid.Nil || f.name == "") {
+		return usageErr(errors.New("--join needs --cluster (the cluster to join) and --name"))
+	}
 	var bootstrap []node.Member
 	id, err := datadir.Load(f.data)
 	switch {
+	case (errors.Is(err, datadir.ErrNoIdentity) || errors.Is(err, os.ErrNotExist)) && f.join:
+		if id, err = datadir.Create(f.data, datadir.Identity{ClusterID: want.ClusterID, Name: f.name}); err != nil {
+			return err
+		}
+		log.Info("created a new incarnation to join the cluster", "cluster", id.ClusterID, "incarnation", id.Incarnation)
 	case errors.Is(err, datadir.ErrNoIdentity) || errors.Is(err, os.ErrNotExist):
 		if !f.bootstrap {
-			return withCode(ExitPrecondition, fmt.Errorf("data directory %s is new: pass --bootstrap to create a new cluster (joining an existing one is done with `raftbus member add`)", f.data))
+			return withCode(ExitPrecondition, fmt.Errorf("data directory %s is new: pass --bootstrap to create a new cluster, or --join --cluster ID to join one", f.data))
 		}
 		cluster := want.ClusterID
 		if cluster == uuid.Nil {
@@ -125,9 +143,17 @@ func runNode(cmd *cobra.Command, g *globals, f *nodeFlags) error {
 		return err
 	}
 	defer nc.Close()
+	if id.RaftID == 0 {
+		if !f.join {
+			return withCode(ExitPrecondition, fmt.Errorf("data directory %s has not been added to cluster %s yet: start it with --join", f.data, id.ClusterID))
+		}
+		if id, err = awaitAdmission(cmd.Context(), g, f, nc, id); err != nil {
+			return err
+		}
+	}
 	srv, err := server.Start(server.Config{
 		DataDir: f.data, Expect: want, Conn: nc, Prefix: f.prefix, Listen: f.listen,
-		Bootstrap: bootstrap, NoSync: f.noSync, Logger: log,
+		Bootstrap: bootstrap, NoSync: f.noSync, Logger: log, MembersReplicas: f.replicas,
 		Node: node.Config{TickInterval: f.tick, SnapshotEntries: f.snapEvery},
 	})
 	if err != nil {

@@ -63,10 +63,10 @@ func Connect(t testing.TB, s *server.Server, opts ...nats.Option) *nats.Conn {
 	return nc
 }
 
-// freePort reserves a loopback port by listening and closing; the small
+// FreePort reserves a loopback port by listening and closing; the small
 // race with other processes is acceptable in tests, and routes need their
 // ports known before any server starts.
-func freePort(t testing.TB) int {
+func FreePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -80,10 +80,17 @@ func freePort(t testing.TB) int {
 // JetStream, and waits until JetStream has a meta leader.
 func RunCluster(t testing.TB, n int) []*server.Server {
 	t.Helper()
+	return RunClusterWith(t, n, nil)
+}
+
+// RunClusterWith is RunCluster with a hook that adjusts each server's
+// options (users and permissions, say) before it starts.
+func RunClusterWith(t testing.TB, n int, adjust func(*server.Options)) []*server.Server {
+	t.Helper()
 	ports := make([]int, n)
 	routes := ""
 	for i := range ports {
-		ports[i] = freePort(t)
+		ports[i] = FreePort(t)
 		if i > 0 {
 			routes += ","
 		}
@@ -95,6 +102,9 @@ func RunCluster(t testing.TB, n int) []*server.Server {
 		o.ServerName = fmt.Sprintf("n%d", i+1)
 		o.Cluster = server.ClusterOpts{Name: "raftbus-test", Host: "127.0.0.1", Port: ports[i]}
 		o.Routes = server.RoutesFromStr(routes)
+		if adjust != nil {
+			adjust(o)
+		}
 		servers[i] = Run(t, o)
 	}
 	deadline := time.Now().Add(20 * time.Second)

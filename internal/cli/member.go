@@ -1,0 +1,477 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/user"
+	"strings"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+
+	"github.com/raftbus/raftbus/membership"
+)
+
+func init() { commands = append(commands, newMemberCmd) }
+
+// memberFlags are shared by the member subcommands.
+type memberFlags struct {
+	nats     natsFlags
+	cluster  string
+	prefix   string
+	writeOut string
+	learner  bool
+}
+
+func newMemberCmd(g *globals) *cobra.Command {
+	f := &memberFlags{}
+	cmd := &cobra.Command{
+		Use:   "member",
+		Short: "List and change cluster membership (add, remove, promote, list, history)",
+		Long: `Membership commands, in the style of 'etcdctl member'. They talk to the
+cluster only through its JetStream membership stream: requests are recorded
+there, the cluster leader turns them into Raft membership changes, and the
+outcome and every committed change are recorded there too.
+
+Exit codes: 0 ok, 1 failed, 2 bad arguments, 3 cluster unreachable,
+4 precondition failed, 5 no such member, 6 last voter, 7 conflict with a
+concurrent change, 8 permission denied, 9 timeout.`,
+	}
+	pf := cmd.PersistentFlags()
+	f.nats.register(pf)
+	pf.StringVar(&f.cluster, "cluster", envOr("RAFTBUS_CLUSTER", ""), "cluster ID; may be omitted when the NATS account holds one raftbus cluster ($RAFTBUS_CLUSTER)")
+	pf.StringVar(&f.prefix, "prefix", envOr("RAFTBUS_PREFIX", "raftbus"), "NATS subject prefix ($RAFTBUS_PREFIX)")
+	pf.StringVarP(&f.writeOut, "write-out", "w", "table", "output format: table or json")
+
+	add := &cobra.Command{
+		Use:   "add NAME [--learner]",
+		Short: "Add the node that announced itself under NAME (started with 'raftbus node --join')",
+		Args:  exactArgs(1),
+		RunE:  func(cmd *cobra.Command, args []string) error { return memberAdd(cmd.Context(), g, f, args[0]) },
+	}
+	add.Flags().BoolVar(&f.learner, "learner", false, "add as a non-voting learner (promote it later)")
+	remove := &cobra.Command{
+		Use:   "remove ID|NAME",
+		Short: "Remove a member; its Raft ID and incarnation are tombstoned forever",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return memberChange(cmd.Context(), g, f, membership.OpRemove, args[0])
+		},
+	}
+	promote := &cobra.Command{
+		Use:   "promote ID|NAME",
+		Short: "Promote a learner to a voting member",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return memberChange(cmd.Context(), g, f, membership.OpPromote, args[0])
+		},
+	}
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List members with role, status, leader and last seen",
+		Args:  exactArgs(0),
+		RunE:  func(cmd *cobra.Command, _ []string) error { return memberList(cmd.Context(), g, f) },
+	}
+	history := &cobra.Command{
+		Use:   "history",
+		Short: "Show every membership record: announcements, requests, outcomes, committed changes",
+		Args:  exactArgs(0),
+		RunE:  func(cmd *cobra.Command, _ []string) error { return memberHistory(cmd.Context(), g, f) },
+	}
+	cmd.AddCommand(add, remove, promote, list, history)
+	return cmd
+}
+
+// session is an open connection to a cluster's membership stream.
+type session struct {
+	nc         *nats.Conn
+	stream     *membership.Stream
+	cluster    uuid.UUID
+	prefix     string
+	permDenied atomic.Bool
+}
+
+func (f *memberFlags) validate() error {
+	switch f.writeOut {
+	case "table", "json":
+	default:
+		return usageErr(fmt.Errorf("--write-out %q: use table or json", f.writeOut))
+	}
+	return nil
+}
+
+// open connects to NATS and to the cluster's membership stream.
+func (f *memberFlags) open(ctx context.Context) (*session, error) {
+	if err := f.validate(); err != nil {
+		return nil, err
+	}
+	s := &session{prefix: f.prefix}
+	nc, err := f.nats.connect("raftbus-member", nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		if errors.Is(err, nats.ErrPermissionViolation) || strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
+			s.permDenied.Store(true)
+		}
+	}))
+	if err != nil {
+		return nil, err
+	}
+	s.nc = nc
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, withCode(ExitUnreachable, err)
+	}
+	if f.cluster == "" {
+		if s.cluster, err = discoverCluster(ctx, js, f.prefix); err != nil {
+			nc.Close()
+			return nil, s.classify(err)
+		}
+	} else if s.cluster, err = uuid.Parse(f.cluster); err != nil {
+		nc.Close()
+		return nil, usageErr(fmt.Errorf("--cluster %q is not a UUID", f.cluster))
+	}
+	s.stream, err = membership.OpenStream(ctx, membership.StreamConfig{JS: js, Prefix: f.prefix, Cluster: s.cluster})
+	if err != nil {
+		nc.Close()
+		return nil, s.classify(err)
+	}
+	return s, nil
+}
+
+func (s *session) close() { s.nc.Close() }
+
+// classify gives an error its exit code.
+func (s *session) classify(err error) error {
+	var ee *exitError
+	switch {
+	case err == nil || errors.As(err, &ee):
+		return err
+	case s.permDenied.Load() || errors.Is(err, nats.ErrPermissionViolation) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount):
+		return withCode(ExitPermission, fmt.Errorf("permission denied by NATS (check the credentials' publish/subscribe permissions): %w", err))
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout):
+		return withCode(ExitTimeout, err)
+	case errors.Is(err, membership.ErrStreamMissing) || errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled):
+		return withCode(ExitUnreachable, err)
+	case errors.Is(err, membership.ErrConflict):
+		return withCode(ExitConflict, err)
+	}
+	return err
+}
+
+func discoverCluster(ctx context.Context, js jetstream.JetStream, prefix string) (uuid.UUID, error) {
+	head := strings.ReplaceAll(prefix, ".", "_") + "-members-"
+	var found []uuid.UUID
+	names := js.StreamNames(ctx)
+	for name := range names.Name() {
+		if rest, ok := strings.CutPrefix(name, head); ok {
+			if id, err := uuid.Parse(rest); err == nil {
+				found = append(found, id)
+			}
+		}
+	}
+	if err := names.Err(); err != nil {
+		return uuid.Nil, fmt.Errorf("list streams: %w", err)
+	}
+	switch len(found) {
+	case 0:
+		return uuid.Nil, withCode(ExitUnreachable, fmt.Errorf("no raftbus cluster found on this NATS account (no %s* stream): pass --cluster", head))
+	case 1:
+		return found[0], nil
+	}
+	return uuid.Nil, usageErr(fmt.Errorf("%d raftbus clusters share this NATS account: pass --cluster (one of %v)", len(found), found))
+}
+
+// directory reads the stream and rebuilds the membership; an empty record
+// of committed changes is an error, never "no members".
+func (s *session) directory(ctx context.Context) (*membership.Directory, []membership.Record, error) {
+	recs, err := s.stream.ReadAll(ctx)
+	if err != nil {
+		return nil, nil, s.classify(err)
+	}
+	d := membership.Rebuild(recs)
+	if d.Version == 0 {
+		return nil, nil, withCode(ExitPrecondition, fmt.Errorf("%w: %s (the leader has not recorded the cluster yet; retry shortly)", membership.ErrEmpty, s.stream.Name()))
+	}
+	return d, recs, nil
+}
+
+func requester() string {
+	who := "unknown"
+	if u, err := user.Current(); err == nil {
+		who = u.Username
+	}
+	host, _ := os.Hostname()
+	return who + "@" + host
+}
+
+// submit records a request and waits for its outcome.
+func (s *session) submit(ctx context.Context, req membership.Request) (membership.Outcome, error) {
+	last, err := s.stream.LastRequestSeq(ctx)
+	if err != nil {
+		return membership.Outcome{}, s.classify(err)
+	}
+	req.ID, req.By = uuid.NewString(), requester()
+	if _, err := s.stream.Submit(ctx, req, last); err != nil {
+		return membership.Outcome{}, s.classify(err)
+	}
+	out, err := s.stream.WaitOutcome(ctx, req.ID)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return out, withCode(ExitTimeout, fmt.Errorf("no outcome for request %s within --timeout: the cluster may have no leader; the request stays recorded and is applied when a leader processes it (check 'raftbus member list')", req.ID))
+		}
+		return out, s.classify(err)
+	}
+	if out.Status == membership.StatusRejected {
+		return out, rejection(out)
+	}
+	return out, nil
+}
+
+func rejection(o membership.Outcome) error {
+	err := fmt.Errorf("%w: %s", membership.ErrRejected, o.Reason)
+	switch o.Code {
+	case membership.CodeNoSuchMember:
+		return withCode(ExitNoSuchMember, err)
+	case membership.CodeLastVoter:
+		return withCode(ExitLastVoter, err)
+	case membership.CodeConflict:
+		return withCode(ExitConflict, err)
+	}
+	return withCode(ExitPrecondition, err)
+}
+
+func (f *memberFlags) context(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, f.nats.timeout)
+}
+
+func memberAdd(ctx context.Context, g *globals, f *memberFlags, name string) error {
+	ctx, cancel := f.context(ctx)
+	defer cancel()
+	s, err := f.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	d, _, err := s.directory(ctx)
+	if err != nil {
+		return err
+	}
+	if m, ok := d.ByName(name); ok {
+		return withCode(ExitPrecondition, fmt.Errorf("%s is already member %s (incarnation %s)", name, m.ID, m.Incarnation))
+	}
+	cand, ok := d.Candidate(name)
+	if !ok {
+		return withCode(ExitPrecondition, fmt.Errorf("no node named %q has announced itself to cluster %s: start it first with 'raftbus node --join --cluster %s --name %s --data DIR -s NATS_URL'", name, s.cluster, s.cluster, name))
+	}
+	op := membership.OpAdd
+	if f.learner {
+		op = membership.OpAddLearner
+	}
+	out, err := s.submit(ctx, membership.Request{Op: op, Name: name, Incarnation: cand.Incarnation, ClientURL: cand.ClientURL, ExpectVersion: d.Version})
+	if err != nil {
+		return err
+	}
+	if f.writeOut == "json" {
+		return writeJSON(g.stdout, map[string]any{"cluster": s.cluster, "index": out.Index, "member": membership.Member{
+			ID: out.RaftID, Name: name, Incarnation: cand.Incarnation, ClientURL: cand.ClientURL, Learner: f.learner}})
+	}
+	as := ""
+	if f.learner {
+		as = " as learner"
+	}
+	fmt.Fprintf(g.stdout, "Member %s added%s to cluster %s: %s (incarnation %s)\n", out.RaftID, as, s.cluster, name, cand.Incarnation)
+	fmt.Fprintf(g.stdout, "\nThe node waiting with --join starts by itself. If it is not running, start it with:\n")
+	dataDir := cand.DataDir
+	if dataDir == "" {
+		dataDir = "DIR"
+	}
+	fmt.Fprintf(g.stdout, "  raftbus node --join --cluster %s --name %s --data %s -s %s\n", s.cluster, name, dataDir, f.nats.server)
+	return nil
+}
+
+// resolve turns a hex ID or a name into a member.
+func resolve(d *membership.Directory, arg string) (membership.Member, error) {
+	if m, ok := d.ByName(arg); ok {
+		return m, nil
+	}
+	id, err := membership.ParseHexID(arg)
+	if err != nil {
+		return membership.Member{}, withCode(ExitNoSuchMember, fmt.Errorf("no member named %q (and it is not a hex member ID)", arg))
+	}
+	if m, ok := d.Members[id]; ok {
+		return *m, nil
+	}
+	if d.RemovedIDs[id] {
+		return membership.Member{}, withCode(ExitNoSuchMember, fmt.Errorf("member %s was removed", id))
+	}
+	return membership.Member{}, withCode(ExitNoSuchMember, fmt.Errorf("no member with ID %s", id))
+}
+
+func memberChange(ctx context.Context, g *globals, f *memberFlags, op, arg string) error {
+	ctx, cancel := f.context(ctx)
+	defer cancel()
+	s, err := f.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	d, _, err := s.directory(ctx)
+	if err != nil {
+		return err
+	}
+	m, err := resolve(d, arg)
+	if err != nil {
+		return err
+	}
+	if op == membership.OpPromote && !m.Learner {
+		return withCode(ExitPrecondition, fmt.Errorf("member %s (%s) is not a learner: only learners can be promoted", m.ID, m.Name))
+	}
+	out, err := s.submit(ctx, membership.Request{Op: op, RaftID: m.ID, Name: m.Name, ExpectVersion: d.Version})
+	if err != nil {
+		return err
+	}
+	if f.writeOut == "json" {
+		return writeJSON(g.stdout, map[string]any{"cluster": s.cluster, "index": out.Index, "op": op, "member": m})
+	}
+	verb := map[string]string{membership.OpRemove: "removed from", membership.OpPromote: "promoted in"}[op]
+	fmt.Fprintf(g.stdout, "Member %s %s cluster %s\n", m.ID, verb, s.cluster)
+	return nil
+}
+
+type listRow struct {
+	ID          membership.HexID `json:"id"`
+	Name        string           `json:"name"`
+	Incarnation uuid.UUID        `json:"incarnation"`
+	Role        string           `json:"role"`
+	Status      string           `json:"status"`
+	Leader      bool             `json:"is_leader"`
+	LastSeen    *time.Time       `json:"last_seen,omitempty"`
+	ClientURL   string           `json:"client_url,omitempty"`
+}
+
+func memberList(ctx context.Context, g *globals, f *memberFlags) error {
+	ctx, cancel := f.context(ctx)
+	defer cancel()
+	s, err := f.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	d, _, err := s.directory(ctx)
+	if err != nil {
+		return err
+	}
+	live, _ := membership.QueryStatus(ctx, s.nc, s.prefix, s.cluster, min(500*time.Millisecond, f.nats.timeout/4))
+	now := time.Now().UTC()
+	var rows []listRow
+	for _, m := range d.Sorted() {
+		r := listRow{ID: m.ID, Name: m.Name, Incarnation: m.Incarnation, Role: "voter", Status: "unstarted", ClientURL: m.ClientURL}
+		if m.Learner {
+			r.Role = "learner"
+		}
+		if a, ok := d.Announced[m.Incarnation]; ok {
+			t := a.Time
+			r.LastSeen, r.Status = &t, "started"
+		}
+		for _, st := range live {
+			if st.Incarnation == m.Incarnation {
+				r.LastSeen, r.Status = &now, "started"
+			}
+			if st.Leader == m.ID && st.Leader != 0 {
+				r.Leader = true
+			}
+		}
+		rows = append(rows, r)
+	}
+	if f.writeOut == "json" {
+		return writeJSON(g.stdout, map[string]any{"cluster": s.cluster, "version": d.Version, "members": rows})
+	}
+	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tINCARNATION\tROLE\tSTATUS\tLEADER\tLAST SEEN\tCLIENT URL")
+	for _, r := range rows {
+		lead, seen := "", "never"
+		if r.Leader {
+			lead = "*"
+		}
+		if r.LastSeen != nil {
+			seen = r.LastSeen.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Name, r.Incarnation, r.Role, r.Status, lead, seen, r.ClientURL)
+	}
+	return tw.Flush()
+}
+
+func memberHistory(ctx context.Context, g *globals, f *memberFlags) error {
+	ctx, cancel := f.context(ctx)
+	defer cancel()
+	s, err := f.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	recs, err := s.stream.ReadAll(ctx)
+	if err != nil {
+		return s.classify(err)
+	}
+	if f.writeOut == "json" {
+		type row struct {
+			Seq uint64 `json:"seq"`
+			membership.Record
+		}
+		out := make([]row, len(recs))
+		for i, r := range recs {
+			out[i] = row{Seq: r.Seq, Record: r}
+		}
+		return writeJSON(g.stdout, out)
+	}
+	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SEQ\tTIME\tKIND\tDETAIL\tBY")
+	for _, r := range recs {
+		detail, by := describe(r)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", r.Seq, r.Time.Format(time.RFC3339), r.Kind, detail, by)
+	}
+	return tw.Flush()
+}
+
+func describe(r membership.Record) (detail, by string) {
+	switch r.Kind {
+	case membership.KindAnnounce:
+		a := r.Announce
+		id := "not a member yet"
+		if a.RaftID != 0 {
+			id = "member " + a.RaftID.String()
+		}
+		return fmt.Sprintf("%s (incarnation %s, %s) came up at %s", a.Name, a.Incarnation, id, a.ClientURL), a.Host
+	case membership.KindRequest:
+		q := r.Request
+		target := q.Name
+		if q.RaftID != 0 {
+			target = fmt.Sprintf("%s (%s)", q.RaftID, q.Name)
+		}
+		return fmt.Sprintf("request %s: %s %s", q.ID, q.Op, target), q.By
+	case membership.KindOutcome:
+		o := r.Outcome
+		if o.Status == membership.StatusRejected {
+			return fmt.Sprintf("request %s rejected (%s): %s", o.RequestID, o.Code, o.Reason), "leader " + o.Leader.String()
+		}
+		return fmt.Sprintf("request %s applied at index %d (member %s)", o.RequestID, o.Index, o.RaftID), "leader " + o.Leader.String()
+	case membership.KindCommitted:
+		c := r.Committed
+		return fmt.Sprintf("committed at index %d: %s %s (%s, incarnation %s)", c.Index, c.Op, c.Member.ID, c.Member.Name, c.Member.Incarnation), "raft"
+	}
+	return "", ""
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
