@@ -35,6 +35,8 @@ type Cluster interface {
 
 // State is the replicated membership a Cluster reports.
 type State struct {
+	// Version is the Raft index of the last change that took effect: the
+	// same number the stream's committed records carry.
 	Version  uint64
 	Members  []Member
 	NextID   HexID

@@ -233,25 +233,21 @@ func (s *Stream) PublishCommitted(ctx context.Context, c Committed) error {
 // ReadAll returns every record from the first to the last sequence at the
 // time of the call, in order. Undecodable records are returned as an error.
 func (s *Stream) ReadAll(ctx context.Context, kinds ...Kind) ([]Record, error) {
-	info, err := s.Info(ctx)
-	if err != nil {
+	if _, err := s.Info(ctx); err != nil {
 		return nil, err
 	}
-	if info.Msgs == 0 {
-		return nil, nil
-	}
 	var out []Record
-	err = s.each(ctx, kinds, 1, func(r Record) bool {
+	err := s.each(ctx, kinds, 1, func(r Record) bool {
 		out = append(out, r)
-		return r.Seq < info.LastSeq
-	}, info.LastSeq)
+		return true
+	}, true)
 	return out, err
 }
 
 // each delivers records of the given kinds (all when none) from sequence
-// from on, until fn returns false, the last sequence upTo is passed (0: no
-// bound, wait for new records) or ctx ends.
-func (s *Stream) each(ctx context.Context, kinds []Kind, from uint64, fn func(Record) bool, upTo uint64) error {
+// from on, until fn returns false or ctx ends; when bounded, also once no
+// matching record is pending (instead of waiting for new ones).
+func (s *Stream) each(ctx context.Context, kinds []Kind, from uint64, fn func(Record) bool, bounded bool) error {
 	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
 	if from > 1 {
 		cfg = jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from}
@@ -266,6 +262,15 @@ func (s *Stream) each(ctx context.Context, kinds []Kind, from uint64, fn func(Re
 	cons, err := s.stream.OrderedConsumer(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("membership: read stream %s: %w", s.name, err)
+	}
+	if bounded {
+		ci, err := cons.Info(ctx)
+		if err != nil {
+			return fmt.Errorf("membership: read stream %s: %w", s.name, err)
+		}
+		if ci.NumPending == 0 {
+			return nil
+		}
 	}
 	it, err := cons.Messages()
 	if err != nil {
@@ -291,7 +296,7 @@ func (s *Stream) each(ctx context.Context, kinds []Kind, from uint64, fn func(Re
 		if err != nil {
 			return err
 		}
-		if !fn(r) || (upTo != 0 && seq >= upTo) {
+		if !fn(r) || (bounded && md.NumPending == 0) {
 			return nil
 		}
 	}
@@ -301,7 +306,7 @@ func (s *Stream) each(ctx context.Context, kinds []Kind, from uint64, fn func(Re
 // (1: the beginning), as they are written, until ctx ends or fn returns
 // false.
 func (s *Stream) Watch(ctx context.Context, from uint64, fn func(Record) bool, kinds ...Kind) error {
-	return s.each(ctx, kinds, from, fn, 0)
+	return s.each(ctx, kinds, from, fn, false)
 }
 
 // WaitOutcome waits for the outcome of request id.

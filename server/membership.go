@@ -30,7 +30,15 @@ func toRecordMember(m node.Member) membership.Member {
 
 func (a clusterAdapter) State() membership.State {
 	ms := a.n.Membership()
-	st := membership.State{Version: ms.Version, NextID: membership.HexID(ms.NextID), Requests: ms.Requests}
+	// The version operators see is that of the last change that took
+	// effect: rejected changes are settled in Raft but recorded in the
+	// stream only as outcomes, so they must not make a request stale.
+	st := membership.State{NextID: membership.HexID(ms.NextID), Requests: ms.Requests}
+	for _, h := range ms.History {
+		if h.Rejected == "" {
+			st.Version = h.Index
+		}
+	}
 	for _, m := range ms.Members {
 		st.Members = append(st.Members, toRecordMember(m))
 	}

@@ -72,7 +72,7 @@ func (c *e2e) member(args ...string) (string, string, int) {
 	full := append([]string{"member"}, args...)
 	full = append(full, "-s", c.natsURL(0), "--cluster", c.cluster, "--timeout", "20s")
 	full = append(full, c.auth("raftbus")...)
-	return cli(c.t, full...)
+	return runBinary(c.t, full...)
 }
 
 func (c *e2e) mustMember(args ...string) string {
@@ -370,4 +370,3 @@ func mustIdentity(t *testing.T, dir string) *datadir.Identity {
 	}
 	return id
 }
-

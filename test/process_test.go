@@ -112,7 +112,7 @@ func (p *proc) panicked() bool {
 }
 
 // cli runs a raftbus command to completion.
-func cli(t *testing.T, args ...string) (stdout, stderr string, code int) {
+func runBinary(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	cmd := exec.Command(raftbusBinary(t), args...)
 	cmd.Env = cleanEnv()
@@ -132,7 +132,7 @@ func cli(t *testing.T, args ...string) (stdout, stderr string, code int) {
 
 func mustCLI(t *testing.T, args ...string) string {
 	t.Helper()
-	out, errOut, code := cli(t, args...)
+	out, errOut, code := runBinary(t, args...)
 	if code != 0 {
 		t.Fatalf("raftbus %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, out, errOut)
 	}

@@ -23,19 +23,29 @@ import (
 // srvCluster runs complete node processes (server.Server: Pebble storage,
 // NATS bus, kv state machine, HTTP API) in this test process.
 type srvCluster struct {
-	t       *testing.T
-	nats    *natsserver.Server
-	cluster uuid.UUID
-	dirs    []string
-	idents  []*datadir.Identity
-	servers []*server.Server // nil while a node is down
-	tune    node.Config
+	t        *testing.T
+	nats     []*natsserver.Server // node i uses nats[i%len(nats)]
+	replicas int
+	cluster  uuid.UUID
+	dirs     []string
+	idents   []*datadir.Identity
+	servers  []*server.Server // nil while a node is down
+	tune     node.Config
 }
 
 // newSrvCluster creates n data directories for a new cluster and starts
 // every node.
 func newSrvCluster(t *testing.T, n int, tune node.Config) *srvCluster {
-	c := &srvCluster{t: t, nats: testnats.Run(t, nil), cluster: uuid.New(), tune: tune}
+	return newSrvClusterOn(t, []*natsserver.Server{testnats.Run(t, nil)}, n, tune)
+}
+
+// newSrvClusterOn is newSrvCluster on given NATS servers; with several, the
+// membership stream gets three replicas.
+func newSrvClusterOn(t *testing.T, servers []*natsserver.Server, n int, tune node.Config) *srvCluster {
+	c := &srvCluster{t: t, nats: servers, cluster: uuid.New(), tune: tune, replicas: 1}
+	if len(servers) >= 3 {
+		c.replicas = 3
+	}
 	var boot []node.Member
 	root := t.TempDir()
 	for i := 1; i <= n; i++ {
@@ -69,8 +79,9 @@ func (c *srvCluster) tryStart(i int, boot []node.Member, want datadir.Expect) (*
 		tune.TickInterval = 20 * time.Millisecond
 	}
 	s, err := server.Start(server.Config{
-		DataDir: c.dirs[i], Expect: want, Conn: testnats.Connect(c.t, c.nats), Bootstrap: boot,
-		Node: tune, Logger: testLogger(c.t).With("node", fmt.Sprintf("n%d", i+1)),
+		DataDir: c.dirs[i], Expect: want, Conn: testnats.Connect(c.t, c.nats[i%len(c.nats)]), Bootstrap: boot,
+		MembersReplicas: c.replicas,
+		Node:            tune, Logger: testLogger(c.t).With("node", fmt.Sprintf("n%d", i+1)),
 	})
 	if err != nil {
 		return nil, err
@@ -227,4 +238,3 @@ func TestDurableClusterWrites(t *testing.T) {
 		}
 	}
 }
-
