@@ -234,10 +234,20 @@ func (m *Manager) leaderTerm(ctx context.Context) error {
 	// by the server), so a leader change neither loses nor repeats one.
 	termCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// The pass ends when leadership moves or the stream stops being the
+	// one the cluster is bound to (an ordered consumer would silently
+	// follow a recreated stream).
 	go func() {
-		for sleep(termCtx, m.cfg.Poll) {
+		for i := 1; sleep(termCtx, m.cfg.Poll); i++ {
 			if m.cfg.Cluster.Leader() != m.self {
 				cancel()
+				return
+			}
+			if i%5 == 0 {
+				if err := m.checkBinding(termCtx, s); err != nil && termCtx.Err() == nil {
+					cancel()
+					return
+				}
 			}
 		}
 	}()
@@ -281,16 +291,30 @@ func (m *Manager) boundStream(ctx context.Context) (*Stream, error) {
 		}
 		return nil, err
 	}
-	info, err := s.Info(ctx)
-	if err != nil {
+	if err := m.checkBinding(ctx, s); err != nil {
 		return nil, err
+	}
+	return s, nil
+}
+
+// checkBinding verifies that s is the stream the cluster is bound to, and
+// records the problem if it is not.
+func (m *Manager) checkBinding(ctx context.Context, s *Stream) error {
+	st := m.cfg.Cluster.State()
+	info, err := s.Info(ctx)
+	if errors.Is(err, ErrStreamMissing) {
+		m.setProblem(fmt.Sprintf("membership stream %s is missing (the cluster was bound to it, created %s)", st.StreamName, st.StreamCreated.Format(time.RFC3339Nano)))
+		return err
+	}
+	if err != nil {
+		return err
 	}
 	if s.Name() != st.StreamName || !info.Created.Equal(st.StreamCreated) {
 		m.setProblem(fmt.Sprintf("membership stream %s was recreated: created %s, but the cluster was bound to the one created %s",
 			s.Name(), info.Created.Format(time.RFC3339Nano), st.StreamCreated.Format(time.RFC3339Nano)))
-		return nil, fmt.Errorf("%w: %s", ErrStreamMismatch, s.Name())
+		return fmt.Errorf("%w: %s", ErrStreamMismatch, s.Name())
 	}
-	return s, nil
+	return nil
 }
 
 // publishCommitted records every committed change the stream lacks.

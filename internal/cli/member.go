@@ -198,6 +198,14 @@ func (s *session) directory(ctx context.Context) (*membership.Directory, []membe
 	}
 	d := membership.Rebuild(recs)
 	if d.Version == 0 {
+		// Ask the running nodes why: a recreated stream is reported by the
+		// leader; otherwise the leader has not recorded the cluster yet.
+		live, _ := membership.QueryStatus(ctx, s.nc, s.prefix, s.cluster, 500*time.Millisecond)
+		for _, st := range live {
+			if st.Problem != "" {
+				return nil, nil, withCode(ExitPrecondition, fmt.Errorf("%w: %s; node %s reports: %s", membership.ErrEmpty, s.stream.Name(), st.Name, st.Problem))
+			}
+		}
 		return nil, nil, withCode(ExitPrecondition, fmt.Errorf("%w: %s (the leader has not recorded the cluster yet; retry shortly)", membership.ErrEmpty, s.stream.Name()))
 	}
 	return d, recs, nil
