@@ -79,9 +79,8 @@ func decodeConfChange(e *raftpb.Entry) (*raftpb.ConfChangeV2, *confContext, bool
 
 // runApply applies committed entries to the state machine, in order, and
 // takes snapshots. It is the only goroutine that touches the state machine.
-func (n *Node) runApply() {
+func (n *Node) runApply(cs *raftpb.ConfState, snapIndex uint64) {
 	defer n.loops.Done()
-	cs, snapIndex := n.initialConfState()
 	for b := range n.applyc {
 		if b.snap != nil {
 			idx := b.snap.GetMetadata().GetIndex()
@@ -116,12 +115,6 @@ func (n *Node) runApply() {
 			}
 		}
 	}
-}
-
-func (n *Node) initialConfState() (*raftpb.ConfState, uint64) {
-	_, cs, _ := n.cfg.Storage.InitialState()
-	snap, _ := n.cfg.Storage.Snapshot()
-	return cs, snap.GetMetadata().GetIndex()
 }
 
 // applyEntry applies one committed entry and answers its proposer. It

@@ -76,7 +76,9 @@ func New(cfg Config) (*Node, error) {
 	n.reqBase = binary.BigEndian.Uint64(b[:])
 
 	st := cfg.Storage
-	hs, _, err := st.InitialState()
+	// Read before any goroutine writes: raft.MemoryStorage.InitialState
+	// takes no lock.
+	hs, confState, err := st.InitialState()
 	if err != nil {
 		return nil, fmt.Errorf("node: read initial state: %w", err)
 	}
@@ -163,7 +165,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	n.loops.Add(2)
 	go n.runRaft()
-	go n.runApply()
+	go n.runApply(confState, snapIndex)
 	n.log.Info("node started", "cluster", cfg.Cluster, "incarnation", cfg.Incarnation, "name", cfg.Name,
 		"restart", restart, "bootstrap", !restart && len(cfg.Peers) > 0, "snapshot_index", snapIndex)
 	return n, nil

@@ -30,6 +30,7 @@ func TestCrashRestartKeepsAcknowledgedWrites(t *testing.T) {
 
 	var mu sync.Mutex
 	acked := map[string]uint64{}
+	urls := &urlList{urls: []string{c.servers[0].URL(), c.servers[1].URL(), c.servers[2].URL()}}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for w := 0; w < 8; w++ {
@@ -43,13 +44,9 @@ func TestCrashRestartKeepsAcknowledgedWrites(t *testing.T) {
 				default:
 				}
 				key := fmt.Sprintf("w%d-%05d", w, k)
-				// Writes go through node 1 and 3; node 2 is the one that crashes,
-				// and its acknowledged writes must survive too.
-				s := c.servers[[]int{0, 2, 1}[k%3]]
-				if s == nil {
-					s = c.servers[0]
-				}
-				idx, _, err := put(s.URL(), key, smallValue(k))
+				// Writes go through every node; node 2 is the one that
+				// crashes, and its acknowledged writes must survive too.
+				idx, _, err := put(urls.get(k%3), key, smallValue(k))
 				if err == nil {
 					mu.Lock()
 					acked[key] = idx
@@ -75,7 +72,7 @@ func TestCrashRestartKeepsAcknowledgedWrites(t *testing.T) {
 		}
 		return nil
 	})
-	c.start(1, nil)
+	urls.set(1, c.start(1, nil).URL())
 	testnats.Eventually(t, 30*time.Second, func() error {
 		if n := count(); n < before+600 {
 			return fmt.Errorf("%d writes acknowledged since the crash", n-before)
@@ -217,3 +214,22 @@ func snapshotFirstIndex(s *server.Server) (uint64, error) {
 }
 
 func bridgeStats(s *server.Server) raftbridge.Stats { return s.Node().TransportStats() }
+
+// urlList is the set of node URLs the writers use, updated when a node
+// restarts on a new port.
+type urlList struct {
+	mu   sync.Mutex
+	urls []string
+}
+
+func (u *urlList) get(i int) string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.urls[i]
+}
+
+func (u *urlList) set(i int, url string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.urls[i] = url
+}
