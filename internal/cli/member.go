@@ -59,22 +59,16 @@ concurrent change, 8 permission denied, 9 timeout.`,
 		RunE:  func(cmd *cobra.Command, args []string) error { return memberAdd(cmd.Context(), g, f, args[0]) },
 	}
 	add.Flags().BoolVar(&f.learner, "learner", false, "add as a non-voting learner (promote it later)")
-	remove := &cobra.Command{
-		Use:   "remove ID|NAME",
-		Short: "Remove a member; its Raft ID and incarnation are tombstoned forever",
-		Args:  exactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return memberChange(cmd.Context(), g, f, membership.OpRemove, args[0])
-		},
+	change := func(use, short, op string) *cobra.Command {
+		return &cobra.Command{
+			Use: use, Short: short, Args: exactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				return memberChange(cmd.Context(), g, f, op, args[0])
+			},
+		}
 	}
-	promote := &cobra.Command{
-		Use:   "promote ID|NAME",
-		Short: "Promote a learner to a voting member",
-		Args:  exactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return memberChange(cmd.Context(), g, f, membership.OpPromote, args[0])
-		},
-	}
+	remove := change("remove ID|NAME", "Remove a member; its Raft ID and incarnation are tombstoned forever", membership.OpRemove)
+	promote := change("promote ID|NAME", "Promote a learner to a voting member", membership.OpPromote)
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List members with role, status, leader and last seen",
