@@ -382,6 +382,9 @@ func memberList(ctx context.Context, g *globals, f *memberFlags) error {
 		if a, ok := d.Announced[m.Incarnation]; ok {
 			t := a.Time
 			r.LastSeen, r.Status = &t, "started"
+			if r.ClientURL == "" {
+				r.ClientURL = a.ClientURL
+			}
 		}
 		for _, st := range live {
 			if st.Incarnation == m.Incarnation {
