@@ -244,7 +244,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 		}
 		n.durable.advance(rd.Snapshot.GetMetadata().GetIndex())
 	}
-	if err := n.cfg.Storage.Save(rd.HardState, rd.Entries); err != nil {
+	if err := n.save(rd); err != nil {
 		return fmt.Errorf("save %d entries: %w", len(rd.Entries), err)
 	}
 	if hs := rd.HardState; hs != nil {
@@ -269,6 +269,15 @@ func (n *Node) handleReady(rd raft.Ready) error {
 	}
 	n.raft.Advance()
 	return nil
+}
+
+// save persists a Ready's entries and hard state, without fsync when Raft
+// says none is needed (only the commit index moved) and the storage can.
+func (n *Node) save(rd raft.Ready) error {
+	if cs, ok := n.cfg.Storage.(CommitSaver); ok && !rd.MustSync && len(rd.Entries) == 0 && !raft.IsEmptyHardState(rd.HardState) {
+		return cs.SaveCommit(rd.HardState)
+	}
+	return n.cfg.Storage.Save(rd.HardState, rd.Entries)
 }
 
 func (n *Node) observeSoftState(ss *raft.SoftState) {

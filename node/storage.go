@@ -24,6 +24,14 @@ type Storage interface {
 	Compact(compactIndex uint64) error
 }
 
+// CommitSaver is implemented by storage that can record a hard state whose
+// only change is the commit index without fsync. The Ready loop uses it
+// when raft.MustSync says the Ready needs no sync (at one client this
+// halves the leader's fsyncs, as etcd's WAL does).
+type CommitSaver interface {
+	SaveCommit(hs *raftpb.HardState) error
+}
+
 // MemoryStorage is a Storage held in memory, for tests and demos: nothing
 // survives the process.
 type MemoryStorage struct {

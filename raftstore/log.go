@@ -23,6 +23,27 @@ import (
 // unchanged. The store keeps the entries in its cache; like Raft, neither
 // the store nor the caller may mutate them afterwards.
 func (s *Store) Save(hs *raftpb.HardState, entries []*raftpb.Entry) error {
+	return s.save(hs, entries, s.writeOpts())
+}
+
+// SaveCommit records a hard state that differs from the saved one only in
+// its commit index, without fsync: the Ready loop uses it when
+// raft.MustSync says no sync is needed. After a crash the commit index may
+// go back, which Raft tolerates (the leader tells it again, and every entry
+// up to it was fsynced when it was appended); terms and votes, which must
+// never go back, are only ever written by Save.
+func (s *Store) SaveCommit(hs *raftpb.HardState) error {
+	s.writeMu.Lock()
+	prev := s.hardState
+	s.writeMu.Unlock()
+	if prev != nil && (hs.GetTerm() != prev.GetTerm() || hs.GetVote() != prev.GetVote()) {
+		return fmt.Errorf("%w: SaveCommit changes term or vote (%d/%d -> %d/%d); use Save",
+			ErrOutOfRange, prev.GetTerm(), prev.GetVote(), hs.GetTerm(), hs.GetVote())
+	}
+	return s.save(hs, nil, pebble.NoSync)
+}
+
+func (s *Store) save(hs *raftpb.HardState, entries []*raftpb.Entry, wo *pebble.WriteOptions) error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	if err := s.usable(); err != nil {
@@ -101,7 +122,7 @@ func (s *Store) Save(hs *raftpb.HardState, entries []*raftpb.Entry) error {
 		// Readers must not see the old suffix in memory and the new one in
 		// Pebble, so they wait for the commit.
 		s.mu.Lock()
-		err := b.Commit(s.writeOpts())
+		err := b.Commit(wo)
 		if err == nil {
 			update()
 		}
@@ -110,7 +131,7 @@ func (s *Store) Save(hs *raftpb.HardState, entries []*raftpb.Entry) error {
 			return s.fail(fmt.Errorf("commit: %w", err))
 		}
 	} else {
-		if err := b.Commit(s.writeOpts()); err != nil {
+		if err := b.Commit(wo); err != nil {
 			return s.fail(fmt.Errorf("commit: %w", err))
 		}
 		s.mu.Lock()
