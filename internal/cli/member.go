@@ -254,7 +254,9 @@ func (f *memberFlags) context(ctx context.Context) (context.Context, context.Can
 	return context.WithTimeout(ctx, f.nats.timeout)
 }
 
-func memberAdd(ctx context.Context, g *globals, f *memberFlags, name string) error {
+// withDirectory opens the cluster's stream within --timeout, rebuilds the
+// membership from it and runs fn.
+func (f *memberFlags) withDirectory(ctx context.Context, fn func(context.Context, *session, *membership.Directory) error) error {
 	ctx, cancel := f.context(ctx)
 	defer cancel()
 	s, err := f.open(ctx)
@@ -266,6 +268,16 @@ func memberAdd(ctx context.Context, g *globals, f *memberFlags, name string) err
 	if err != nil {
 		return err
 	}
+	return fn(ctx, s, d)
+}
+
+func memberAdd(ctx context.Context, g *globals, f *memberFlags, name string) error {
+	return f.withDirectory(ctx, func(ctx context.Context, s *session, d *membership.Directory) error {
+		return runAdd(ctx, g, f, s, d, name)
+	})
+}
+
+func runAdd(ctx context.Context, g *globals, f *memberFlags, s *session, d *membership.Directory, name string) error {
 	if m, ok := d.ByName(name); ok {
 		return withCode(ExitPrecondition, fmt.Errorf("%s is already member %s (incarnation %s)", name, m.ID, m.Incarnation))
 	}
@@ -318,17 +330,12 @@ func resolve(d *membership.Directory, arg string) (membership.Member, error) {
 }
 
 func memberChange(ctx context.Context, g *globals, f *memberFlags, op, arg string) error {
-	ctx, cancel := f.context(ctx)
-	defer cancel()
-	s, err := f.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer s.close()
-	d, _, err := s.directory(ctx)
-	if err != nil {
-		return err
-	}
+	return f.withDirectory(ctx, func(ctx context.Context, s *session, d *membership.Directory) error {
+		return runChange(ctx, g, f, s, d, op, arg)
+	})
+}
+
+func runChange(ctx context.Context, g *globals, f *memberFlags, s *session, d *membership.Directory, op, arg string) error {
 	m, err := resolve(d, arg)
 	if err != nil {
 		return err
@@ -360,17 +367,12 @@ type listRow struct {
 }
 
 func memberList(ctx context.Context, g *globals, f *memberFlags) error {
-	ctx, cancel := f.context(ctx)
-	defer cancel()
-	s, err := f.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer s.close()
-	d, _, err := s.directory(ctx)
-	if err != nil {
-		return err
-	}
+	return f.withDirectory(ctx, func(ctx context.Context, s *session, d *membership.Directory) error {
+		return runList(ctx, g, f, s, d)
+	})
+}
+
+func runList(ctx context.Context, g *globals, f *memberFlags, s *session, d *membership.Directory) error {
 	live, _ := membership.QueryStatus(ctx, s.nc, s.prefix, s.cluster, min(500*time.Millisecond, f.nats.timeout/4))
 	now := time.Now().UTC()
 	var rows []listRow
