@@ -18,6 +18,7 @@ import (
 	"github.com/raftbus/raftbus/internal/testnats"
 	"github.com/raftbus/raftbus/membership"
 	"github.com/raftbus/raftbus/node"
+	"github.com/raftbus/raftbus/server"
 )
 
 // runCLI runs a raftbus command in this process and returns its output and
@@ -180,4 +181,42 @@ func TestMemberPermissionDenied(t *testing.T) {
 	if out, errOut, code := runCLI(t, "member", "list", "-s", ns.ClientURL(), "--user", "reader", "--password", "pw", "--cluster", cluster.String()); code != 0 {
 		t.Fatalf("list as reader: exit %d %s %s", code, out, errOut)
 	}
+}
+
+// Removing the leader hands leadership to another voter first; the new
+// leader settles the removal and the removed node stops itself.
+func TestRemoveLeaderTransfersFirst(t *testing.T) {
+	c := newSrvCluster(t, 3, node.Config{})
+	lead := c.waitLeader()
+	c.waitBound()
+	out := mustRun(t, c.memberArgs("remove", lead.Identity().Name)...)
+	if !strings.Contains(out, "removed from cluster") {
+		t.Fatalf("remove output: %s", out)
+	}
+	testnats.Eventually(t, 20*time.Second, func() error {
+		select {
+		case <-lead.Done():
+		default:
+			return fmt.Errorf("the removed leader %s still runs", lead.Identity().Name)
+		}
+		if !errors.Is(lead.Node().Err(), node.ErrRemoved) {
+			return fmt.Errorf("the removed leader stopped with %v", lead.Node().Err())
+		}
+		return nil
+	})
+	var rest []*server.Server
+	for _, s := range c.up() {
+		if s != lead {
+			rest = append(rest, s)
+		}
+	}
+	testnats.Eventually(t, 20*time.Second, func() error {
+		for _, s := range rest {
+			if l := s.Node().Leader(); l == 0 || l == lead.Identity().RaftID {
+				return fmt.Errorf("%s sees leader %x", s.Identity().Name, l)
+			}
+		}
+		return nil
+	})
+	writeMany(t, rest, "after", 20, smallValue)
 }
