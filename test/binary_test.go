@@ -171,8 +171,38 @@ func TestUpBinary(t *testing.T) {
 		}
 		cancel()
 	}
-	// The kept data directory resumes the same cluster.
-	if _, err := os.Stat(filepath.Join(data, "n1", "IDENTITY")); err != nil {
-		t.Fatalf("data directory not kept: %v", err)
+	// The kept data directory resumes the same cluster, data included.
+	again := exec.Command(bin, "up", "--nodes", "3", "--data", data, "--log-level", "warn")
+	var out2, err2 lineBuffer
+	again.Stdout, again.Stderr = &out2, &err2
+	if err := again.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = again.Process.Kill() })
+	clusterRe := regexp.MustCompile(`raftbus cluster ([0-9a-f-]{36}) is up`)
+	first := clusterRe.FindStringSubmatch(out.text())
+	testnats.Eventually(t, 60*time.Second, func() error {
+		if !strings.Contains(out2.text(), "Press Ctrl-C to stop") {
+			return fmt.Errorf("second run not up; stdout:\n%s\nstderr:\n%s", out2.text(), err2.text())
+		}
+		return nil
+	})
+	second := clusterRe.FindStringSubmatch(out2.text())
+	if first == nil || second == nil || first[1] != second[1] {
+		t.Fatalf("--data did not resume the cluster: first %v, second %v", first, second)
+	}
+	u := urlRe.FindString(out2.text()[strings.Index(out2.text(), "NAME"):])
+	resp, err = httpClient.Get(u + "/kv/greeting")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"value":"hello"`) {
+		t.Fatalf("the resumed cluster lost its data: %d %s", resp.StatusCode, body)
+	}
+	_ = again.Process.Signal(syscall.SIGINT)
+	if err := again.Wait(); err != nil {
+		t.Fatalf("second raftbus up exited with %v", err)
 	}
 }
