@@ -175,6 +175,18 @@ func (ms *membership) RemovedIncarnation(inc uuid.UUID) bool {
 	return ms.removedIncs[inc]
 }
 
+// MemberOf implements raftbridge.IncarnationLookup.
+func (ms *membership) MemberOf(inc uuid.UUID) (uint64, bool) {
+	ms.mu.RLock()
+	defer ms.mu.RUnlock()
+	for id, m := range ms.members {
+		if m.Incarnation == inc {
+			return id, true
+		}
+	}
+	return 0, false
+}
+
 // Version implements raftbridge.Directory.
 func (ms *membership) Version() uint64 {
 	ms.mu.RLock()

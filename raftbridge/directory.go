@@ -25,6 +25,15 @@ type Directory interface {
 	Version() uint64
 }
 
+// IncarnationLookup is an optional extension of a Directory: the member an
+// incarnation belongs to. With it, the bridge also drops a sender whose Raft
+// ID the directory does not know but whose incarnation belongs to another
+// member (reason stale_incarnation) instead of passing it as an unknown
+// sender.
+type IncarnationLookup interface {
+	MemberOf(inc uuid.UUID) (id uint64, ok bool)
+}
+
 // MemDirectory is a Directory held in memory, safe for concurrent use. The
 // node runtime keeps one up to date from applied ConfChanges; tests build
 // their own.
@@ -128,4 +137,16 @@ func (d *MemDirectory) Members() map[uint64]uuid.UUID {
 		out[k] = v
 	}
 	return out
+}
+
+// MemberOf implements IncarnationLookup.
+func (d *MemDirectory) MemberOf(inc uuid.UUID) (uint64, bool) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	for id, cur := range d.members {
+		if cur == inc {
+			return id, true
+		}
+	}
+	return 0, false
 }

@@ -151,7 +151,10 @@
 //     above and is handed to Raft. Its messages are counted in
 //     raftbus_transport_unknown_sender_total (not a drop) and under the
 //     peer "unknown" (key 0 in Stats) in the traffic metrics, so forged IDs
-//     cannot grow the metrics.
+//     cannot grow the metrics. If the directory implements
+//     IncarnationLookup and the sender's incarnation belongs to a member
+//     under another Raft ID, the sender is not unknown but lying: it is
+//     dropped as stale_incarnation.
 //   - Its (Raft ID -> incarnation) is remembered as a provisional reply
 //     route, refreshed by its traffic. Send uses a route only when the
 //     directory has no entry for the ID: the directory always wins. Routes

@@ -116,14 +116,30 @@ func (b *Bridge) admit(d bus.Delivery, h *Header, n int) (known, ok bool) {
 		reason = DropStaleIncarnation
 	default:
 		inc, ok := dir.Incarnation(h.From.ID)
-		if ok && inc != h.From.Incarnation {
+		switch {
+		case ok && inc != h.From.Incarnation:
 			reason = DropStaleIncarnation
-		} else {
+		case !ok && b.memberOf(h.From.Incarnation, h.From.ID):
+			// An unknown Raft ID claimed by a member's incarnation: the
+			// incarnation is known under another ID.
+			reason = DropStaleIncarnation
+		default:
 			return ok, true
 		}
 	}
 	b.dropInbound(d, h, reason, n, nil)
 	return false, false
+}
+
+// memberOf reports whether inc belongs to a member other than id, when
+// the directory can tell (IncarnationLookup).
+func (b *Bridge) memberOf(inc uuid.UUID, id uint64) bool {
+	l, ok := b.cfg.Directory.(IncarnationLookup)
+	if !ok {
+		return false
+	}
+	other, found := l.MemberOf(inc)
+	return found && other != id
 }
 
 // noteSender counts validated traffic and, for a sender the directory does

@@ -184,6 +184,8 @@ func TestInboundDropReasonsOverNATS(t *testing.T) {
 		{"source_mismatch", uuid.New(), envelope(good, heartbeat(2, 1)), false},
 		{"tombstoned", gone.Incarnation, envelope(raftbridge.Header{Cluster: c.cluster, From: gone, To: me}, heartbeat(3, 1)), false},
 		{"stale_incarnation", stranger.Incarnation, envelope(raftbridge.Header{Cluster: c.cluster, From: stranger, To: me}, heartbeat(2, 1)), false},
+		// A member's incarnation under a Raft ID nobody holds.
+		{"stale_incarnation", peer.Incarnation, envelope(raftbridge.Header{Cluster: c.cluster, From: raftbridge.Endpoint{ID: 9, Incarnation: peer.Incarnation}, To: me}, heartbeat(9, 1)), false},
 		{"version", peer.Incarnation, withVersion(envelope(good, heartbeat(2, 1)), 99), false},
 		{"message_mismatch", peer.Incarnation, envelope(good, heartbeat(5, 1)), false},
 		{"decode", peer.Incarnation, envelope(good, heartbeat(2, 1))[:40], false},
