@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.etcd.io/raft/v3"
 
 	"github.com/raftbus/raftbus/bus"
 	"github.com/raftbus/raftbus/bus/natsbus"
@@ -50,6 +51,11 @@ type Config struct {
 	// Bootstrap lists the initial members of a new cluster, this node
 	// included. It is used only on the first start of an empty directory.
 	Bootstrap []node.Member
+	// Joining says the node was just added to an existing cluster, so its
+	// Raft state may legitimately be empty. Without it (or Bootstrap), an
+	// identity with a Raft ID but no Raft state is refused: the log was
+	// lost, and a node that may have voted must not come back as itself.
+	Joining bool
 	// NoSync turns off fsync of Raft state: for benchmarks and tests only;
 	// a crash may lose acknowledged writes.
 	NoSync bool
@@ -87,7 +93,7 @@ type Server struct {
 }
 
 // Start opens the data directory and starts the node and its HTTP API.
-func Start(cfg Config) (s *Server, err error) {
+func Start(cfg Config) (_ *Server, err error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("server: a data directory is required")
 	}
@@ -103,7 +109,7 @@ func Start(cfg Config) (s *Server, err error) {
 	if cfg.MaxValueBytes == 0 {
 		cfg.MaxValueBytes = 512 << 10
 	}
-	s = &Server{cfg: cfg, httpDone: make(chan struct{})}
+	s := &Server{cfg: cfg, httpDone: make(chan struct{})}
 	// Undo whatever was opened if a later step fails.
 	var closers []func()
 	defer func() {
@@ -138,6 +144,15 @@ func Start(cfg Config) (s *Server, err error) {
 		return nil, err
 	}
 	closers = append(closers, func() { _ = s.store.Close() })
+
+	if len(cfg.Bootstrap) == 0 && !cfg.Joining {
+		if empty, err := storageEmpty(s.store); err != nil {
+			return nil, err
+		} else if empty {
+			return nil, fmt.Errorf("server: data directory %s holds identity %s but no Raft state: its Raft log was lost. A member that may have voted must not return under the same identity; wipe %s and join the cluster again as a new member",
+				cfg.DataDir, id, cfg.DataDir)
+		}
+	}
 
 	s.registry = prometheus.NewRegistry()
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -299,4 +314,21 @@ func (s *Server) closeResources() {
 		s.log.Warn("closing raft storage", "err", err)
 	}
 	_ = s.unlock()
+}
+
+// storageEmpty reports whether Raft storage holds nothing at all.
+func storageEmpty(st *raftstore.Store) (bool, error) {
+	hs, _, err := st.InitialState()
+	if err != nil {
+		return false, err
+	}
+	last, err := st.LastIndex()
+	if err != nil {
+		return false, err
+	}
+	snap, err := st.Snapshot()
+	if err != nil {
+		return false, err
+	}
+	return raft.IsEmptyHardState(hs) && last == 0 && raft.IsEmptySnap(snap), nil
 }

@@ -166,6 +166,15 @@ func TestIdentityCannotBeImpersonated(t *testing.T) {
 		t.Fatalf("mismatched raft ID: got %v", err)
 	}
 
+	// Refused: the identity survived but the Raft log was lost.
+	raftDir := datadir.RaftDir(c.dirs[1])
+	if err := os.RemoveAll(raftDir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.tryStart(1, nil, datadir.Expect{}); err == nil || !strings.Contains(err.Error(), "Raft log was lost") {
+		t.Fatalf("restart with a lost Raft log: %v", err)
+	}
+
 	// Wipe and recreate with the old name, Raft ID and cluster.
 	if err := os.RemoveAll(c.dirs[1]); err != nil {
 		t.Fatal(err)

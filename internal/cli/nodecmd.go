@@ -153,7 +153,7 @@ func runNode(cmd *cobra.Command, g *globals, f *nodeFlags) error {
 	}
 	srv, err := server.Start(server.Config{
 		DataDir: f.data, Expect: want, Conn: nc, Prefix: f.prefix, Listen: f.listen,
-		Bootstrap: bootstrap, NoSync: f.noSync, Logger: log, MembersReplicas: f.replicas,
+		Bootstrap: bootstrap, Joining: f.join, NoSync: f.noSync, Logger: log, MembersReplicas: f.replicas,
 		Node: node.Config{TickInterval: f.tick, SnapshotEntries: f.snapEvery},
 	})
 	if err != nil {
