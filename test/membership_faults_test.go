@@ -61,12 +61,18 @@ func TestNATSServerKilledDuringMembershipChange(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s0, err := membership.OpenStream(context.Background(), membership.StreamConfig{JS: js, Cluster: c.cluster})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// JetStream may be electing new stream and meta leaders for a while
+	// after the kill: every step is retried until the deadline.
+	var s0 *membership.Stream
 	testnats.Eventually(t, 45*time.Second, func() error {
-		recs, err := s0.ReadAll(context.Background(), membership.KindCommitted)
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		if s0 == nil {
+			if s0, err = membership.OpenStream(ctx, membership.StreamConfig{JS: js, Cluster: c.cluster}); err != nil {
+				return err
+			}
+		}
+		recs, err := s0.ReadAll(ctx, membership.KindCommitted)
 		if err != nil {
 			return err
 		}
