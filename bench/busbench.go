@@ -84,6 +84,25 @@ func stopNATS(s *natsserver.Server) {
 	s.WaitForShutdown()
 }
 
+// connPair starts an embedded server and opens two client connections to
+// it (one per side of a measurement); stop closes all three.
+func connPair() (a, b *nats.Conn, stop func(), err error) {
+	s, err := startBenchNATS()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if a, err = nats.Connect(s.ClientURL()); err != nil {
+		stopNATS(s)
+		return nil, nil, nil, err
+	}
+	if b, err = nats.Connect(s.ClientURL()); err != nil {
+		a.Close()
+		stopNATS(s)
+		return nil, nil, nil, err
+	}
+	return a, b, func() { b.Close(); a.Close(); stopNATS(s) }, nil
+}
+
 // busCounter is the receiving bus's Receiver.
 type busCounter struct {
 	delivered atomic.Int64
@@ -122,22 +141,12 @@ func waitCount(have func() int64, want int64, quiet time.Duration) {
 // another through an embedded server, each bus on its own connection, and
 // measures until the last one is delivered.
 func runBusSide(spec busSpec) (*busResult, error) {
-	s, err := startBenchNATS()
+	sc, rc, stop, err := connPair()
 	if err != nil {
 		return nil, err
 	}
-	defer stopNATS(s)
+	defer stop()
 	cluster, src, dst := uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7())
-	sc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		return nil, err
-	}
-	defer sc.Close()
-	rc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
 	sender, err := natsbus.New(natsbus.Config{Conn: sc, Cluster: cluster, Self: src, MaxFrameBytes: spec.FrameBytes})
 	if err != nil {
 		return nil, err
@@ -193,21 +202,11 @@ func runBusSide(spec busSpec) (*busResult, error) {
 // runRawSide publishes the same bytes with nats.go on the same kind of
 // server and subject and counts them on a plain subscription.
 func runRawSide(spec busSpec) (*busResult, error) {
-	s, err := startBenchNATS()
+	pub, subConn, stop, err := connPair()
 	if err != nil {
 		return nil, err
 	}
-	defer stopNATS(s)
-	pub, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		return nil, err
-	}
-	defer pub.Close()
-	subConn, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		return nil, err
-	}
-	defer subConn.Close()
+	defer stop()
 	cluster, src, dst := uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7())
 	subject := bus.Subject(bus.DefaultPrefix, cluster, dst, src, bus.KindMsg)
 	var received, last atomic.Int64
@@ -295,22 +294,12 @@ func (r signalReceiver) Dropped(uuid.UUID, bus.DropReason, int) {}
 // the transport's latency, which is what a lightly loaded Raft group waits
 // for.
 func runBusPing(spec pingSpec) (*pingResult, error) {
-	s, err := startBenchNATS()
+	ca, cb, stop, err := connPair()
 	if err != nil {
 		return nil, err
 	}
-	defer stopNATS(s)
+	defer stop()
 	cluster, ida, idb := uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7())
-	ca, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		return nil, err
-	}
-	defer ca.Close()
-	cb, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		return nil, err
-	}
-	defer cb.Close()
 	a, err := natsbus.New(natsbus.Config{Conn: ca, Cluster: cluster, Self: ida})
 	if err != nil {
 		return nil, err
@@ -349,21 +338,11 @@ func runBusPing(spec pingSpec) (*pingResult, error) {
 // runRawPing is runBusPing with plain nats.go: B's subscription callback
 // publishes every message back to A's subject.
 func runRawPing(spec pingSpec) (*pingResult, error) {
-	s, err := startBenchNATS()
+	ca, cb, stop, err := connPair()
 	if err != nil {
 		return nil, err
 	}
-	defer stopNATS(s)
-	ca, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		return nil, err
-	}
-	defer ca.Close()
-	cb, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		return nil, err
-	}
-	defer cb.Close()
+	defer stop()
 	cluster, ida, idb := uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7())
 	toA := bus.Subject(bus.DefaultPrefix, cluster, ida, idb, bus.KindMsg)
 	toB := bus.Subject(bus.DefaultPrefix, cluster, idb, ida, bus.KindMsg)
