@@ -27,6 +27,12 @@ var (
 	// but no identity: data of unknown origin must not be adopted by a new
 	// incarnation.
 	ErrNotEmpty = errors.New("datadir: directory has data but no identity")
+	// ErrNoKey is returned by LoadKey when the identity names no key (a
+	// directory from before keys; see EnsureKey) or its seed file is gone.
+	ErrNoKey = errors.New("datadir: no identity key")
+	// ErrBadKey is returned by LoadKey when the seed file is unreadable,
+	// not private to its owner, or not the seed of the identity's key.
+	ErrBadKey = errors.New("datadir: bad identity key")
 )
 
 // MismatchError describes one disagreement between an identity and an

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nkeys"
 )
 
 // FormatVersion is the identity file format written by this package. Load
@@ -26,7 +27,9 @@ const (
 	LockFile = "LOCK"
 	// RaftDirName is the subdirectory for the node's raftstore.
 	RaftDirName = "raft"
-	tmpSuffix   = ".tmp"
+	// SeedFile holds the incarnation's nkey seed (mode 0600).
+	SeedFile  = "NKEY"
+	tmpSuffix = ".tmp"
 )
 
 // RaftDir returns the directory in which the node keeps its raftstore.
@@ -52,6 +55,10 @@ type Identity struct {
 	Name string
 	// CreatedAt is when Create made the directory's identity (UTC).
 	CreatedAt time.Time
+	// PublicKey is the incarnation's NATS nkey user public key ("U..."),
+	// whose seed is in SeedFile. It is "" only in a directory created
+	// before keys existed, until EnsureKey adds one.
+	PublicKey string
 
 	dir string // where it was loaded from, for error messages
 }
@@ -77,6 +84,7 @@ type identityJSON struct {
 	Incarnation   string    `json:"incarnation"`
 	Name          string    `json:"name"`
 	CreatedAt     time.Time `json:"created_at"`
+	PublicKey     string    `json:"public_key,omitempty"`
 }
 
 func formatRaftID(id uint64) string {
@@ -101,6 +109,7 @@ func (id *Identity) marshal() ([]byte, error) {
 		Incarnation:   id.Incarnation.String(),
 		Name:          id.Name,
 		CreatedAt:     id.CreatedAt,
+		PublicKey:     id.PublicKey,
 	}, "", "  ")
 	if err != nil {
 		return nil, fmt.Errorf("datadir: encode identity: %w", err)
@@ -133,7 +142,10 @@ func parseIdentity(path string, b []byte) (*Identity, error) {
 	if err := dec.Decode(&j); err != nil {
 		return bad("%v", err)
 	}
-	id := &Identity{FormatVersion: j.FormatVersion, Name: j.Name, CreatedAt: j.CreatedAt, dir: filepath.Dir(path)}
+	id := &Identity{FormatVersion: j.FormatVersion, Name: j.Name, CreatedAt: j.CreatedAt, PublicKey: j.PublicKey, dir: filepath.Dir(path)}
+	if j.PublicKey != "" && !nkeys.IsValidPublicUserKey(j.PublicKey) {
+		return bad("public_key %q is not an nkey user public key", j.PublicKey)
+	}
 	var err error
 	if id.Incarnation, err = uuid.Parse(j.Incarnation); err != nil {
 		return bad("incarnation %q: %v", j.Incarnation, err)
@@ -184,7 +196,8 @@ func (id *Identity) String() string {
 }
 
 // Create makes dir (if needed) and writes a new identity into it: a fresh
-// UUID v7 incarnation, the creation time, FormatVersion, and id's
+// UUID v7 incarnation, a fresh nkey user key pair (seed in SeedFile, mode
+// 0600; public key in Identity.PublicKey), the creation time, FormatVersion, and id's
 // ClusterID, RaftID and Name (which may be unset). id.Incarnation must be
 // uuid.Nil: incarnations are only ever generated here. The file is written
 // atomically and durably (temp file, fsync, link into place, directory
@@ -204,6 +217,12 @@ func Create(dir string, id Identity) (*Identity, error) {
 	if err != nil {
 		return nil, fmt.Errorf("datadir: generate incarnation: %w", err)
 	}
+	// The key is written before the identity: an identity file never names
+	// a key whose seed is not durably on disk.
+	pub, err := writeNewKey(dir)
+	if err != nil {
+		return nil, err
+	}
 	out := &Identity{
 		FormatVersion: FormatVersion,
 		ClusterID:     id.ClusterID,
@@ -211,6 +230,7 @@ func Create(dir string, id Identity) (*Identity, error) {
 		Incarnation:   inc,
 		Name:          id.Name,
 		CreatedAt:     time.Now().UTC().Truncate(time.Millisecond),
+		PublicKey:     pub,
 		dir:           dir,
 	}
 	b, err := out.marshal()
@@ -238,6 +258,9 @@ func checkFresh(dir string) error {
 		case name == IdentityFile:
 			return fmt.Errorf("%w: %s", ErrExists, filepath.Join(dir, name))
 		case name == LockFile, filepath.Ext(name) == tmpSuffix:
+		case name == SeedFile:
+			// Left by a Create interrupted before the identity was
+			// written: no identity names it, so it is replaced.
 		default:
 			return fmt.Errorf("%w: %s contains %q", ErrNotEmpty, dir, name)
 		}

@@ -11,14 +11,56 @@
 // <prefix>.<clusterID>.members:
 //
 //	.announce.<incarnation>  Announce: an incarnation came up (name, Raft ID
-//	                         if it has one, protocol, HTTP address, data dir)
+//	                         if it has one, protocol, HTTP address, data
+//	                         dir, public key); written by that incarnation
 //	.request                 Request: add, add-learner, promote or remove,
-//	                         with a request ID and the version it expects
-//	.outcome.<requestID>     Outcome: applied at Raft index X, or rejected
-//	                         with a code and a reason
-//	.committed               Committed: one membership change that took
-//	                         effect, with its index; the directory can be
-//	                         rebuilt from these alone (Rebuild)
+//	                         with a request ID and the version it expects;
+//	                         written only by the admin (`raftbus member`)
+//	.outcome.<requestID>.<incarnation>
+//	                         Outcome: applied at Raft index X, or rejected
+//	                         with a code and a reason; written by the leader
+//	                         that settled it
+//	.committed.<incarnation> Committed: one membership change that took
+//	                         effect, with its index; written by the leader
+//	                         that publishes it. The directory can be rebuilt
+//	                         from these alone (Rebuild)
+//
+// # Authenticated records
+//
+// Every record a node writes goes on a subject ending in its own
+// incarnation, so NATS permissions (per-node users) authenticate the
+// writer, and is signed with the incarnation's nkey (datadir.LoadKey):
+// header Raftbus-Signer holds the public key, Raftbus-Sig base64url of the
+// ed25519 signature over subject + "\n" + body. Requests carry no node
+// signature: only the admin may publish them.
+//
+// Readers never trust a record for what it says about itself:
+//
+//   - Stream checks that subject, body and signature agree (Record.Invalid,
+//     Record.Source, Record.Signer); a record that does not is still
+//     delivered, marked, and never fails a read.
+//   - Directory accepts an announcement signed by the key it carries (the
+//     key of a member must equal its member record's); an outcome signed by
+//     a member's recorded key; a committed change signed by the recorded key
+//     of a voter of the membership it follows, rebuilt so far. Member
+//     records carry public_key, taken by `member add` from the verified
+//     announcement and replicated through Raft, so every member knows every
+//     member's key. The first committed changes (Raft indexes 1, 2, ... of
+//     the bootstrap, one signer) are accepted when their signer is a voter
+//     they add: trust on first use of the stream.
+//   - Anything unsigned, badly signed, unauthorised or malformed is
+//     skipped, listed in Directory.Rejected with a reason (Reject*
+//     constants) and counted; `raftbus member history` shows it as
+//     rejected. It never stops a command or a node.
+//   - Message IDs of signed records are derived from a signature, so a
+//     writer that is not the signer cannot pre-empt a record through the
+//     stream's de-duplication.
+//
+// Limits: a member whose key is compromised can write anything that
+// member could (Byzantine, outside Raft's model). A committed change
+// published only by a leader that was not yet a voter of the membership
+// before it (its own addition, committed by a leader that crashed before
+// publishing) cannot be verified from the stream and is rejected.
 //
 // Every record is JSON with a format version ("v"); a reader refuses a
 // newer version instead of misreading it. Raft IDs travel as 16-digit hex
@@ -44,8 +86,10 @@
 //     replicated state (they survive snapshots) and dropped by the bridge
 //     forever.
 //  5. Membership is never inferred from traffic.
-//  6. A node learns that it was removed from its log or from the committed
-//     records of the stream, never from a peer's drop, and stops itself.
+//  6. A node learns that it was removed from its log or from a verified
+//     committed record of the stream naming its exact Raft ID and
+//     incarnation, never from an unverified record, a peer's drop or
+//     silence, and stops itself.
 //  7. The cluster records which stream it is bound to (name and creation
 //     time) in replicated state. A missing or recreated stream stops
 //     membership operations with a clear error (Manager.Problem, the
@@ -54,8 +98,9 @@
 //
 // # Join flow
 //
-// A new node creates its incarnation, publishes an Announce and waits for a
-// Committed record naming its incarnation; `raftbus member add NAME` finds
-// the newest announcement under NAME that is neither a member nor
-// tombstoned and submits the request.
+// A new node creates its incarnation (and key), publishes a signed
+// Announce and waits for a verified Committed record naming its
+// incarnation; `raftbus member add NAME` finds the newest verified
+// announcement under NAME that is neither a member nor tombstoned and
+// submits the request with the announced public key.
 package membership

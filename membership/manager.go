@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nkeys"
 )
 
 // Cluster is what the manager needs from the local node runtime. The node
@@ -79,6 +81,11 @@ type ManagerConfig struct {
 	// PromoteWait bounds how long a promote request waits for the learner
 	// to catch up before it is rejected as not ready. Default 10s.
 	PromoteWait time.Duration
+	// Signer is this incarnation's nkey (datadir.LoadKey). Required: every
+	// record the manager writes is signed with it, on subjects ending in
+	// this node's incarnation (Stream.Incarnation and Signer are set from
+	// it and Cluster.Self).
+	Signer nkeys.KeyPair
 	// Logger receives the manager's logs. Default: discard.
 	Logger *slog.Logger
 }
@@ -93,8 +100,10 @@ type Manager struct {
 	self HexID
 	inc  uuid.UUID
 
-	mu      sync.Mutex
-	problem string // why membership operations are stopped, if they are
+	mu       sync.Mutex
+	problem  string         // why membership operations are stopped, if they are
+	rejected map[string]int // committed records skipped by the follower, by reason
+	logged   uint64         // highest sequence whose rejection was logged
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -108,6 +117,9 @@ func StartManager(cfg ManagerConfig) (*Manager, error) {
 	if cfg.Cluster == nil {
 		return nil, errors.New("membership: a cluster is required")
 	}
+	if cfg.Signer == nil {
+		return nil, fmt.Errorf("%w: ManagerConfig.Signer is required", ErrNoSigner)
+	}
 	if cfg.Poll == 0 {
 		cfg.Poll = 200 * time.Millisecond
 	}
@@ -117,8 +129,9 @@ func StartManager(cfg ManagerConfig) (*Manager, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	m := &Manager{cfg: cfg, log: cfg.Logger.With("component", "membership")}
+	m := &Manager{cfg: cfg, log: cfg.Logger.With("component", "membership"), rejected: map[string]int{}}
 	m.self, m.inc = cfg.Cluster.Self()
+	m.cfg.Stream.Incarnation, m.cfg.Stream.Signer = m.inc, cfg.Signer
 	ctx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
 	m.wg.Add(2)
@@ -164,8 +177,18 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
+// Rejected returns how many committed records the manager skipped, by
+// reason (the Reject constants), in its latest reading of the stream.
+func (m *Manager) Rejected() map[string]int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return maps.Clone(m.rejected)
+}
+
 // runFollower announces this node and watches the record of committed
-// changes for its own removal. It runs on every node.
+// changes for its own removal. It runs on every node. Only a verified
+// record (Directory) that removes this exact Raft ID and incarnation stops
+// the node; anything else is skipped, counted and logged.
 func (m *Manager) runFollower(ctx context.Context) {
 	defer m.wg.Done()
 	var s *Stream
@@ -180,20 +203,29 @@ func (m *Manager) runFollower(ctx context.Context) {
 	}
 	a := m.cfg.Announce
 	a.Incarnation, a.RaftID, a.Protocol = m.inc, m.self, FormatVersion
-	for {
-		if err := s.Announce(ctx, a); err == nil {
+	for failures := 0; ; failures++ {
+		err := s.Announce(ctx, a)
+		if err == nil {
 			break
-		} else if !sleep(ctx, time.Second) {
+		}
+		if failures == 0 {
+			m.log.Warn("cannot announce this node on the membership stream; retrying", "err", err)
+		}
+		if !sleep(ctx, time.Second) {
 			return
 		}
 	}
+	m.log.Info("announced; watching the membership stream's verified committed changes", "stream", s.Name())
 	for ctx.Err() == nil {
+		d := NewDirectory()
 		err := s.Watch(ctx, 1, func(r Record) bool {
-			c := r.Committed
-			if c.Op == OpRemove && (c.Member.ID == m.self || c.Member.Incarnation == m.inc) {
-				m.cfg.Cluster.Removed(fmt.Sprintf("the membership stream (removal committed at index %d)", c.Index))
-				return false
+			for _, c := range d.Add(r) {
+				if c.Op == OpRemove && c.Member.ID == m.self && c.Member.Incarnation == m.inc {
+					m.cfg.Cluster.Removed(fmt.Sprintf("the membership stream (verified removal of member %s, incarnation %s, committed at index %d)", c.Member.ID, m.inc, c.Index))
+					return false
+				}
 			}
+			m.noteRejections(d)
 			return true
 		}, KindCommitted)
 		if err == nil || ctx.Err() != nil {
@@ -201,6 +233,24 @@ func (m *Manager) runFollower(ctx context.Context) {
 		}
 		m.log.Debug("watching committed changes", "err", err)
 		sleep(ctx, time.Second)
+	}
+}
+
+// noteRejections publishes the directory's rejection counts and logs each
+// rejection once.
+func (m *Manager) noteRejections(d *Directory) {
+	m.mu.Lock()
+	m.rejected = d.RejectedCounts()
+	var fresh []RejectedRecord
+	for _, rr := range d.Rejected {
+		if rr.Seq > m.logged {
+			fresh = append(fresh, rr)
+			m.logged = rr.Seq
+		}
+	}
+	m.mu.Unlock()
+	for _, rr := range fresh {
+		m.log.Warn("skipped a membership record", "seq", rr.Seq, "subject", rr.Subject, "reason", rr.Reason, "problem", rr.Problem)
 	}
 }
 
@@ -253,6 +303,11 @@ func (m *Manager) leaderTerm(ctx context.Context) error {
 	}()
 	var passErr error
 	err = s.Watch(termCtx, 1, func(r Record) bool {
+		if r.Invalid != "" {
+			// Never stops the pass: a malformed request is skipped.
+			m.log.Debug("skipped a membership request", "seq", r.Seq, "reason", r.Invalid, "problem", r.Problem)
+			return true
+		}
 		if passErr = m.handle(termCtx, s, r.Request); passErr != nil {
 			return false
 		}
@@ -319,13 +374,9 @@ func (m *Manager) checkBinding(ctx context.Context, s *Stream) error {
 
 // publishCommitted records every committed change the stream lacks.
 func (m *Manager) publishCommitted(ctx context.Context, s *Stream) error {
-	last, err := s.LastCommitted(ctx)
+	after, err := s.CommittedIndex(ctx)
 	if err != nil {
 		return err
-	}
-	var after uint64
-	if last != nil {
-		after = last.Index
 	}
 	for _, h := range m.cfg.Cluster.State().History {
 		if h.Index <= after || h.Rejected != "" {
@@ -362,7 +413,11 @@ func (m *Manager) handle(ctx context.Context, s *Stream, r *Request) error {
 		if r.Incarnation == uuid.Nil {
 			return reject(CodeInvalid, "add needs the incarnation of an announced node")
 		}
-		member = Member{ID: st.NextID, Name: r.Name, Incarnation: r.Incarnation, ClientURL: r.ClientURL}
+		if !nkeys.IsValidPublicUserKey(r.PublicKey) {
+			// A member without a key could sign nothing readers accept.
+			return reject(CodeInvalid, "add needs the public key of the announced node (from its signed announcement)")
+		}
+		member = Member{ID: st.NextID, Name: r.Name, Incarnation: r.Incarnation, ClientURL: r.ClientURL, PublicKey: r.PublicKey}
 	case OpPromote:
 		member = Member{ID: r.RaftID}
 		if !m.waitCaughtUp(ctx, r.RaftID) {

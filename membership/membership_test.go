@@ -10,23 +10,37 @@ import (
 	"github.com/google/uuid"
 )
 
-func committed(index uint64, op string, id HexID, inc uuid.UUID, name string) Record {
-	return Record{V: 1, Kind: KindCommitted, Committed: &Committed{Index: index, Op: op, Version: index,
-		Member: Member{ID: id, Incarnation: inc, Name: name}}}
+// keyOf is a stand-in public key per incarnation: Directory compares keys,
+// the stream checks signatures.
+func keyOf(inc uuid.UUID) string { return "U" + inc.String() }
+
+// committed is a record written (and signed) by the member with
+// incarnation by.
+func committed(by uuid.UUID, index uint64, op string, id HexID, inc uuid.UUID, name string) Record {
+	key := ""
+	if inc != uuid.Nil {
+		key = keyOf(inc)
+	}
+	return Record{V: 1, Kind: KindCommitted, Source: by, Signer: keyOf(by), Seq: index,
+		Committed: &Committed{Index: index, Op: op, Version: index,
+			Member: Member{ID: id, Incarnation: inc, Name: name, PublicKey: key}}}
 }
 
 func TestRebuildFromCommittedRecords(t *testing.T) {
 	a, b, c, d := uuid.New(), uuid.New(), uuid.New(), uuid.New()
 	recs := []Record{
-		committed(1, OpAdd, 1, a, "n1"),
-		committed(2, OpAdd, 2, b, "n2"),
-		committed(3, OpAddLearner, 3, c, "n3"),
-		{V: 1, Kind: KindAnnounce, Time: time.Unix(10, 0), Announce: &Announce{Incarnation: d, Name: "n2"}},
-		committed(4, OpPromote, 3, uuid.Nil, ""),
-		committed(5, OpRemove, 2, b, "n2"),
+		committed(b, 1, OpAdd, 1, a, "n1"),
+		committed(b, 2, OpAdd, 2, b, "n2"),
+		committed(b, 3, OpAddLearner, 3, c, "n3"),
+		{V: 1, Kind: KindAnnounce, Time: time.Unix(10, 0), Source: d, Signer: keyOf(d), Announce: &Announce{Incarnation: d, Name: "n2", PublicKey: keyOf(d)}},
+		committed(a, 5, OpPromote, 3, uuid.Nil, ""),
+		committed(a, 6, OpRemove, 2, b, "n2"),
 	}
 	dir := Rebuild(recs)
-	if dir.Version != 5 || len(dir.Members) != 2 {
+	if len(dir.Rejected) != 0 {
+		t.Fatalf("rejected %+v", dir.Rejected)
+	}
+	if dir.Version != 6 || len(dir.Members) != 2 {
 		t.Fatalf("version %d, members %v", dir.Version, dir.Members)
 	}
 	if !dir.RemovedIDs[2] || !dir.RemovedIncarnations[b] {
@@ -81,5 +95,18 @@ func TestRejectionErrorMatchesErrRejected(t *testing.T) {
 	var err error = &RejectionError{Code: CodeLastVoter, Reason: "last"}
 	if !errors.Is(err, ErrRejected) {
 		t.Fatal("RejectionError does not match ErrRejected")
+	}
+}
+
+// The node records a removal under the Raft ID alone; the directory names
+// the member it removes, so a node can match its exact incarnation.
+func TestRemovalByIDNamesTheMember(t *testing.T) {
+	a, b := uuid.New(), uuid.New()
+	d := NewDirectory()
+	d.Add(committed(a, 1, OpAdd, 1, a, "n1"))
+	d.Add(committed(a, 4, OpAdd, 2, b, "n2"))
+	got := d.Add(committed(a, 7, OpRemove, 2, uuid.Nil, ""))
+	if len(got) != 1 || got[0].Member.Incarnation != b || got[0].Op != OpRemove {
+		t.Fatalf("took effect: %+v", got)
 	}
 }

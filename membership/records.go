@@ -58,6 +58,23 @@ type Record struct {
 	Committed *Committed `json:"committed,omitempty"`
 	// Seq is the record's stream sequence, set when read.
 	Seq uint64 `json:"-"`
+	// Subject is the subject the record was read from.
+	Subject string `json:"-"`
+	// Source is the incarnation that wrote the record: the last token of
+	// its subject (announcements, outcomes, committed changes; nil for
+	// requests, which only the admin may write).
+	Source uuid.UUID `json:"-"`
+	// Signer is the public key whose valid signature the record carries,
+	// "" if it has none. A valid signature alone proves nothing: readers
+	// (Directory) check that the signer is a member that could have written
+	// the record.
+	Signer string `json:"-"`
+	// Invalid is why the record cannot be used at all (one of the Reject
+	// constants), "" if it is well formed and, where needed, validly
+	// signed; Problem explains it. Such records are delivered, so that
+	// readers can count and show them, but never acted upon.
+	Invalid string `json:"-"`
+	Problem string `json:"-"`
 }
 
 // HexID is a 64-bit Raft ID that travels in JSON as a 16-digit hex string.
@@ -108,6 +125,9 @@ type Member struct {
 	Incarnation uuid.UUID `json:"incarnation"`
 	ClientURL   string    `json:"client_url,omitempty"`
 	Learner     bool      `json:"learner,omitempty"`
+	// PublicKey is the incarnation's nkey public key: records it writes
+	// are verified against it.
+	PublicKey string `json:"public_key,omitempty"`
 }
 
 // Announce says an incarnation came up.
@@ -122,6 +142,9 @@ type Announce struct {
 	// start the node if it is not running.
 	DataDir string `json:"data_dir,omitempty"`
 	Host    string `json:"host,omitempty"`
+	// PublicKey is the incarnation's nkey public key; the announcement is
+	// signed with it (set by Stream.Announce).
+	PublicKey string `json:"public_key,omitempty"`
 }
 
 // Request is an operator's ask.
@@ -134,6 +157,8 @@ type Request struct {
 	ClientURL     string    `json:"client_url,omitempty"`
 	ExpectVersion uint64    `json:"expect_version,omitempty"`
 	By            string    `json:"by,omitempty"`
+	// PublicKey of the incarnation to add, from its verified announcement.
+	PublicKey string `json:"public_key,omitempty"`
 }
 
 // Outcome settles a request.

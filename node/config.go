@@ -32,6 +32,15 @@ type Config struct {
 	// contacted by the leader after it was added).
 	Peers []Member
 
+	// JoinMembers are the cluster's current members, as the caller has
+	// verified them (from the membership stream's records), for a node
+	// that joins with empty storage and no Peers: the bridge admits only
+	// members, so without them the leader's first messages would be
+	// dropped as unknown. They answer directory lookups only until the
+	// first replicated membership (snapshot or log) is applied, and are
+	// never part of the replicated state. Ignored on restart and bootstrap.
+	JoinMembers []Member
+
 	// Storage holds the Raft log, hard state and snapshots. Required. The
 	// node does not close it.
 	Storage Storage
@@ -46,6 +55,13 @@ type Config struct {
 
 	// TickInterval is the Raft tick. Default 100ms.
 	TickInterval time.Duration
+	// Ticker, when set, is the source of Raft ticks instead of the wall
+	// clock: it returns the channel the Ready loop takes ticks from and a
+	// function that releases it when the loop ends. Tests use it to drive
+	// Raft time by hand (one value sent, one Tick). Default: a time.Ticker
+	// every TickInterval. TickInterval still paces the node's own retries
+	// (ReadIndex re-sends, leadership transfer polling).
+	Ticker func() (<-chan time.Time, func())
 	// ElectionTicks and HeartbeatTicks are in ticks. Defaults 10 and 1.
 	ElectionTicks  int
 	HeartbeatTicks int
@@ -128,6 +144,13 @@ func (c *Config) validate() error {
 	}
 	if c.TickInterval < time.Millisecond {
 		errs = append(errs, fmt.Errorf("tick interval %v is below 1ms", c.TickInterval))
+	}
+	if c.Ticker == nil {
+		interval := c.TickInterval
+		c.Ticker = func() (<-chan time.Time, func()) {
+			t := time.NewTicker(interval)
+			return t.C, t.Stop
+		}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -29,11 +29,19 @@
 //     bounded channel: a slow state machine slows Raft down instead of
 //     growing a queue.
 //  4. Every SnapshotEntries applied entries the node writes a snapshot
-//     (membership image plus state machine bytes) and compacts the log,
-//     keeping CompactionOverhead entries for slightly lagging followers.
-//     Lagging or new followers receive the snapshot over the bus
-//     (raftbridge's snapshot protocol); a received snapshot is acknowledged
-//     only once it is durable here (ReceiveSnapshot).
+//     (membership image, proposal sessions table, state machine bytes) and
+//     compacts the log, keeping CompactionOverhead entries (default 5000,
+//     as etcd) for lagging followers to catch up from the log. Lagging or
+//     new followers receive the snapshot over the bus (raftbridge's
+//     snapshot protocol). A snapshot sent to a peer always covers the
+//     current membership: when the stored one predates the last applied
+//     membership change (a member added since would refuse it, as not in
+//     its ConfState), Raft is told it is temporarily unavailable and the
+//     apply loop takes one at its applied index at once; Raft sends it on
+//     the peer's next heartbeat response (ondemand.go). A snapshot's
+//     membership image is always the membership as applied at its index.
+//     A received snapshot is acknowledged only once it is durable here
+//     (ReceiveSnapshot): after the Ready carrying it is saved as a whole.
 //  5. Membership is replicated state: ConfChangeV2 entries whose Context
 //     names the member (incarnation, name, client URL). A change is
 //     validated against replicated state on apply (removed IDs and
@@ -51,4 +59,62 @@
 //     proposals to the leader (Raft's MsgProp).
 //  8. Stop transfers leadership away from a leader, then stops every
 //     goroutine and waits for them; it is idempotent.
+//  9. A node whose storage fails (ErrStorage) or whose state machine fails
+//     (ErrStateMachine: a snapshot that cannot be restored, or an Apply
+//     error wrapping ErrStateMachine) stops itself. After a state machine
+//     failure nothing more is applied and no proposer is answered from
+//     the batches still queued; waiting callers and Err get the failure
+//     (which also matches ErrStopped). Any other Apply error is the
+//     command's own result, handed to its proposer; the node goes on.
+//  10. Network input never panics the node: Process refuses (with
+//     ErrInvalidMessage, counted by the bridge as a drop) the messages
+//     etcd raft would panic on (guard.go): a heartbeat committing beyond
+//     the stored log, an append whose entries do not follow its index, an
+//     empty proposal or one with an undecodable membership change.
+//  11. A node joining with empty storage knows the members only from
+//     Config.JoinMembers (verified by the caller) until the first
+//     replicated membership arrives; the bridge admits no one else.
+//
+// # Proposal sessions (at-most-once application)
+//
+// Raft may commit the same proposal twice: the network duplicates or
+// replays a MsgProp, a client retries through another node. Every
+// proposal is therefore applied at most once, decided from replicated state
+// alone, so that every replica decides alike:
+//
+//   - A node process opens a session when it starts: (its Raft ID, an
+//     epoch). The epoch is the wall clock in nanoseconds, raised above every
+//     epoch the restored snapshot records for this Raft ID. Each proposal
+//     carries the session and a sequence number that only grows within the
+//     process (apply.go has the entry format).
+//   - The sessions table (replicated, owned by the apply loop, carried in
+//     every snapshot) keeps, per proposing Raft ID, its sessionsPerID (4)
+//     most recent sessions by epoch; per session, the highest applied
+//     sequence number and a window of sessionWindow (4096) bits for those
+//     below it.
+//   - A committed proposal is applied only if its sequence number is above
+//     the session's highest, or inside the window and not yet applied. It
+//     is refused (not applied; its proposer, if waiting, gets
+//     ErrProposalDropped) when it was applied, when it is below the window,
+//     when its session is older than every kept session of a full table
+//     (it may have been forgotten), or when its Raft ID is not a member
+//     at its index (by the replicated history of membership changes). An
+//     unknown session with room in the table is new: sessions are
+//     forgotten only by eviction of the oldest.
+//   - A node that sees its own session refused as forgotten (its clock went
+//     backwards across a restart) moves to an epoch above the newest
+//     recorded; its later proposals are accepted.
+//   - Bounds: the table holds at most 4 sessions of 4096 bits per current
+//     member, whatever Raft IDs entries claim: non-members are refused,
+//     and a removed member's sessions are dropped (when it, or a new
+//     proposer, next shows up).
+//   - Entries written before sessions existed (tag 0x01) are applied as
+//     before, without the check; snapshots without a sessions table
+//     (format version 1) restore an empty one.
+//
+// # Testing
+//
+// Config.Ticker replaces the wall-clock Raft ticker, so tests drive Raft
+// time by hand (harness_test.go: nodes over bus/membus on manual clocks,
+// where only the chosen leader is ticked).
 package node

@@ -20,6 +20,20 @@ var (
 	ErrRemoved = errors.New("node: removed from the cluster")
 	// ErrNotLeader is returned by operations only the leader performs.
 	ErrNotLeader = errors.New("node: not the leader")
+	// ErrStorage: the node stopped itself because its Raft storage failed
+	// (a write or fsync error, a full disk). Err and waiting callers
+	// report it wrapped together with ErrStopped and the cause.
+	ErrStorage = errors.New("node: storage failed")
+	// ErrStateMachine: the node stopped itself because its state machine
+	// failed: restoring a snapshot failed, or Apply returned an error
+	// wrapping ErrStateMachine (the state machine's way of saying that its
+	// state can no longer be trusted). Nothing is applied after the
+	// failure. Reported like ErrStorage.
+	ErrStateMachine = errors.New("node: state machine failed")
+	// ErrInvalidMessage is returned by Process for a network message that
+	// no correct peer sends and that would make Raft panic; the bridge
+	// counts it as a drop.
+	ErrInvalidMessage = errors.New("node: invalid raft message")
 
 	// Membership change rejections. A rejected change is settled in the
 	// replicated history like an applied one, with its reason.

@@ -22,6 +22,9 @@ type Member struct {
 	Incarnation uuid.UUID `json:"incarnation"`
 	ClientURL   string    `json:"client_url,omitempty"`
 	Learner     bool      `json:"learner,omitempty"`
+	// PublicKey is the incarnation's nkey public key, from its verified
+	// announcement: what every member checks membership records against.
+	PublicKey string `json:"public_key,omitempty"`
 }
 
 // HexID formats a Raft ID the way raftbus prints them everywhere.
@@ -100,6 +103,10 @@ type membership struct {
 	history []Change
 	// stream is the membership stream this cluster is bound to.
 	stream *StreamBinding
+	// joining holds Config.JoinMembers: the directory answers from it only
+	// until the first replicated membership (a snapshot or the log) is
+	// applied. It is never part of the replicated state.
+	joining map[uint64]Member
 }
 
 // Change is one settled membership change, as kept in replicated state.
@@ -158,7 +165,20 @@ func (ms *membership) Incarnation(id uint64) (uuid.UUID, bool) {
 	if m, ok := ms.members[id]; ok {
 		return m.Incarnation, true
 	}
+	if m, ok := ms.joinable()[id]; ok {
+		return m.Incarnation, true
+	}
 	return uuid.Nil, false
+}
+
+// joinable returns the members a joining node was told about (Config.
+// JoinMembers) while nothing replicated is known yet, else nil. Caller
+// holds the lock.
+func (ms *membership) joinable() map[uint64]Member {
+	if ms.version != 0 || len(ms.members) != 0 {
+		return nil
+	}
+	return ms.joining
 }
 
 // RemovedID implements raftbridge.Directory.
@@ -184,7 +204,41 @@ func (ms *membership) MemberOf(inc uuid.UUID) (uint64, bool) {
 			return id, true
 		}
 	}
+	for id, m := range ms.joinable() {
+		if m.Incarnation == inc {
+			return id, true
+		}
+	}
 	return 0, false
+}
+
+// memberAt reports whether id was a member (voter or learner) just before
+// index, from the history of settled changes. Unlike the directory's
+// current view it does not depend on how far the directory was primed at a
+// restart, so the apply loop can use it for decisions every replica must
+// make alike.
+func (ms *membership) memberAt(id, index uint64) bool {
+	ms.mu.RLock()
+	defer ms.mu.RUnlock()
+	for i := len(ms.history) - 1; i >= 0; i-- {
+		ch := ms.history[i]
+		if ch.Index >= index || ch.Member.ID != id || ch.Rejected != "" {
+			continue
+		}
+		return ch.Op != OpRemove
+	}
+	// No settled change of id before index in the history: it is a member
+	// only if it is one now and was not added later (a snapshot taken
+	// before histories were kept describes members added before it).
+	if _, ok := ms.members[id]; !ok {
+		return false
+	}
+	for _, ch := range ms.history {
+		if ch.Member.ID == id && ch.Rejected == "" && ch.Index >= index {
+			return false
+		}
+	}
+	return true
 }
 
 // Version implements raftbridge.Directory.
@@ -369,6 +423,7 @@ func (ms *membership) apply(cc *raftpb.ConfChangeSingle, ctx *confContext) {
 		}
 		if ctx != nil && ctx.Member != nil {
 			m.Name, m.Incarnation, m.ClientURL = ctx.Member.Name, ctx.Member.Incarnation, ctx.Member.ClientURL
+			m.PublicKey = ctx.Member.PublicKey
 		}
 		m.Learner = learner
 	case raftpb.ConfChangeRemoveNode:

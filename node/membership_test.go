@@ -60,7 +60,7 @@ func TestMembershipVerdicts(t *testing.T) {
 		t.Fatal("removed member not tombstoned")
 	}
 	// Tombstones and the history survive a snapshot.
-	data, err := encodeSnapshot(ms.image(), []byte("sm"))
+	data, err := encodeSnapshot(snapshotImage{members: ms.image()}, []byte("sm"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func TestMembershipVerdicts(t *testing.T) {
 		t.Fatalf("decode: %v %q", err, sm)
 	}
 	restored := newMembership()
-	if err := restored.restore(img); err != nil {
+	if err := restored.restore(img.members); err != nil {
 		t.Fatal(err)
 	}
 	if !restored.RemovedID(2) || !restored.RemovedIncarnation(b) || restored.Version() != ms.Version() || len(restored.history) != len(ms.history) {

@@ -15,6 +15,11 @@ type metrics struct {
 	applied          prometheus.Gauge
 	appliedProposals prometheus.Counter
 	snapshots        prometheus.Counter
+	// snapshotsOnDemand counts snapshots taken because a peer needed one
+	// that covers the current membership.
+	snapshotsOnDemand prometheus.Counter
+	// duplicates counts proposals refused by the sessions table.
+	duplicates prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
@@ -29,6 +34,10 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 		applied:          prometheus.NewGauge(prometheus.GaugeOpts(opts("applied_index", "Index of the last applied entry."))),
 		appliedProposals: prometheus.NewCounter(prometheus.CounterOpts(opts("proposals_applied_total", "Proposals applied to the state machine."))),
 		snapshots:        prometheus.NewCounter(prometheus.CounterOpts(opts("snapshots_total", "Snapshots taken by this node."))),
+		snapshotsOnDemand: prometheus.NewCounter(prometheus.CounterOpts(opts("snapshots_on_demand_total",
+			"Snapshots taken because a peer needed one covering the current membership."))),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts(opts("proposals_refused_total",
+			"Proposals not applied because their session had already applied them (duplicates, replays) or forgot them."))),
 	}
 	hasLeader := prometheus.NewGaugeFunc(prometheus.GaugeOpts(opts("has_leader", "1 if a leader is known, else 0.")), func() float64 {
 		return b2f(n.lead.Load() != 0)
@@ -39,7 +48,7 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 	committed := prometheus.NewGaugeFunc(prometheus.GaugeOpts(opts("proposals_committed_total", "Index of the last committed entry (etcd's name).")), func() float64 {
 		return float64(n.commit.Load())
 	})
-	m.collectors = []prometheus.Collector{m.leaderChanges, m.pending, m.failed, m.applied, m.appliedProposals, m.snapshots, hasLeader, isLeader, committed}
+	m.collectors = []prometheus.Collector{m.leaderChanges, m.pending, m.failed, m.applied, m.appliedProposals, m.snapshots, m.snapshotsOnDemand, m.duplicates, hasLeader, isLeader, committed}
 	if reg != nil {
 		for _, c := range m.collectors {
 			_ = reg.Register(c)

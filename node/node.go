@@ -33,6 +33,23 @@ type Node struct {
 	reqBase uint64
 	reqSeq  atomic.Uint64
 
+	// epoch is this process's proposal session epoch (see doc.go, "Proposal
+	// sessions"); firstEpoch is the one it started with. sessions is the
+	// replicated table of applied proposals, owned by the apply goroutine.
+	epoch      atomic.Uint64
+	firstEpoch uint64
+	sessions   sessionTable
+
+	// confIndex is the index of the last membership change applied here; a
+	// stored snapshot older than it does not describe the membership a
+	// peer that needs a snapshot may belong to. snapReq asks the apply
+	// loop for a snapshot now (capacity 1: one request at a time).
+	confIndex atomic.Uint64
+	snapReq   chan struct{}
+	// failure is why the node stopped itself, if it did (storage or state
+	// machine failure); see Err.
+	failure atomic.Pointer[error]
+
 	lead     atomic.Uint64
 	term     atomic.Uint64
 	commit   atomic.Uint64
@@ -68,12 +85,16 @@ func New(cfg Config) (*Node, error) {
 		props:   newRequests[result](),
 		reads:   newRequests[uint64](),
 		applyc:  make(chan applyBatch, 64),
+		snapReq: make(chan struct{}, 1),
 		stopc:   make(chan struct{}),
 		done:    make(chan struct{}),
 	}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
-	n.reqBase = binary.BigEndian.Uint64(b[:])
+	// Request IDs double as proposal sequence numbers: keep far below
+	// overflow, so a process's sequence numbers only grow.
+	n.reqBase = binary.BigEndian.Uint64(b[:]) >> 2
+	n.sessions = sessionTable{}
 
 	st := cfg.Storage
 	// Read before any goroutine writes: raft.MemoryStorage.InitialState
@@ -98,6 +119,11 @@ func New(cfg Config) (*Node, error) {
 		}
 	}
 	n.applied = newIndexWaiter(snapIndex)
+	// A new session epoch, above every one recorded for this Raft ID as far
+	// as the snapshot tells; the apply loop bumps it further if the log
+	// holds a newer one (a clock that went backwards).
+	n.firstEpoch = max(uint64(time.Now().UnixNano()), n.sessions.maxEpoch(cfg.ID)+1)
+	n.epoch.Store(n.firstEpoch)
 	n.durable = newIndexWaiter(max(snapIndex, hs.GetCommit()))
 	if restart {
 		// Prime the directory with every committed membership change, so the
@@ -106,6 +132,11 @@ func New(cfg Config) (*Node, error) {
 		// again is idempotent.
 		if err := n.primeMembership(snapIndex, hs.GetCommit()); err != nil {
 			return nil, err
+		}
+	} else if len(cfg.Peers) == 0 {
+		n.members.joining = map[uint64]Member{}
+		for _, m := range cfg.JoinMembers {
+			n.members.joining[m.ID] = m
 		}
 	} else {
 		// raft.StartNode commits one ConfChange per peer at indexes 1..n, in
@@ -133,7 +164,7 @@ func New(cfg Config) (*Node, error) {
 		ID:                        cfg.ID,
 		ElectionTick:              cfg.ElectionTicks,
 		HeartbeatTick:             cfg.HeartbeatTicks,
-		Storage:                   st,
+		Storage:                   &raftStorage{Storage: st, n: n},
 		MaxSizePerMsg:             cfg.MaxSizePerMsg,
 		MaxInflightMsgs:           cfg.MaxInflightMsgs,
 		MaxUncommittedEntriesSize: 64 << 20,
@@ -201,16 +232,15 @@ func (n *Node) primeMembership(from, to uint64) error {
 func (n *Node) runRaft() {
 	defer n.loops.Done()
 	defer close(n.applyc)
-	ticker := time.NewTicker(n.cfg.TickInterval)
-	defer ticker.Stop()
+	ticks, release := n.cfg.Ticker()
+	defer release()
 	for {
 		select {
-		case <-ticker.C:
+		case <-ticks:
 			n.raft.Tick()
 		case rd := <-n.raft.Ready():
 			if err := n.handleReady(rd); err != nil {
-				n.log.Error("cannot persist raft state; stopping the node", "err", err)
-				go n.Stop()
+				n.fail(fmt.Errorf("%w: %w", ErrStorage, err))
 				return
 			}
 		case <-n.stopc:
@@ -242,10 +272,15 @@ func (n *Node) handleReady(rd raft.Ready) error {
 		if err := n.cfg.Storage.ApplySnapshot(rd.Snapshot); err != nil {
 			return fmt.Errorf("apply snapshot at %d: %w", rd.Snapshot.GetMetadata().GetIndex(), err)
 		}
-		n.durable.advance(rd.Snapshot.GetMetadata().GetIndex())
 	}
 	if err := n.save(rd); err != nil {
 		return fmt.Errorf("save %d entries: %w", len(rd.Entries), err)
+	}
+	// Only now is the Ready durable as a whole: a snapshot's sender is told
+	// it is durable (ReceiveSnapshot) after the hard state and entries that
+	// go with it are saved too, never between ApplySnapshot and Save.
+	if !raft.IsEmptySnap(rd.Snapshot) {
+		n.durable.advance(rd.Snapshot.GetMetadata().GetIndex())
 	}
 	if hs := rd.HardState; hs != nil {
 		n.commit.Store(hs.GetCommit())
@@ -303,7 +338,7 @@ func (n *Node) Propose(ctx context.Context, data []byte) (uint64, any, error) {
 	ch := n.props.register(id)
 	n.metrics.pending.Inc()
 	defer n.metrics.pending.Dec()
-	if err := n.raft.Propose(ctx, encodeEntry(id, data)); err != nil {
+	if err := n.raft.Propose(ctx, encodeProposal(n.cfg.ID, n.epoch.Load(), id, data)); err != nil {
 		n.props.cancel(id)
 		n.metrics.failed.Inc()
 		return 0, nil, n.mapRaftErr(err)
@@ -370,7 +405,22 @@ func (n *Node) stoppedErr() error {
 	if n.removed.Load() {
 		return ErrRemoved
 	}
+	if f := n.failure.Load(); f != nil {
+		return *f
+	}
 	return ErrStopped
+}
+
+// fail stops a node that cannot go on (its storage or state machine
+// failed), recording why: the first failure is what Err and every waiting
+// caller report. It does not wait for the stop, so the failing loop may
+// call it.
+func (n *Node) fail(err error) {
+	err = fmt.Errorf("%w: %w", ErrStopped, err)
+	if n.failure.CompareAndSwap(nil, &err) {
+		n.log.Error("node failed and stops", "err", err)
+	}
+	go n.Stop()
 }
 
 func (n *Node) mapRaftErr(err error) error {
@@ -385,8 +435,13 @@ func (n *Node) mapRaftErr(err error) error {
 
 func (n *Node) nextRequestID() uint64 { return n.reqBase + n.reqSeq.Add(1) }
 
-// Process implements raftbridge.Raft.
+// Process implements raftbridge.Raft. A message that would make Raft
+// panic (see checkInbound) is refused with ErrInvalidMessage, which the
+// bridge counts as a drop.
 func (n *Node) Process(ctx context.Context, m *raftpb.Message) error {
+	if err := n.checkInbound(m); err != nil {
+		return err
+	}
 	return n.raft.Step(ctx, m)
 }
 
@@ -404,6 +459,9 @@ func (n *Node) ReportSnapshot(id uint64, status raft.SnapshotStatus) {
 // the snapshot survives a crash of this node.
 func (n *Node) ReceiveSnapshot(ctx context.Context, m *raftpb.Message) error {
 	idx := m.GetSnapshot().GetMetadata().GetIndex()
+	if err := checkSnapshot(m); err != nil {
+		return err
+	}
 	if err := n.raft.Step(ctx, m); err != nil {
 		return n.mapRaftErr(err)
 	}
@@ -441,8 +499,10 @@ func (n *Node) stop(graceful bool) {
 // that it was removed, or by a storage failure.
 func (n *Node) Done() <-chan struct{} { return n.done }
 
-// Err returns why the node stopped: ErrRemoved when it was removed from the
-// cluster, ErrStopped otherwise, nil while it runs.
+// Err returns why the node stopped, nil while it runs: ErrRemoved when it
+// was removed from the cluster; an error matching both ErrStopped and
+// ErrStorage or ErrStateMachine (with the cause) when it stopped itself
+// because its storage or its state machine failed; ErrStopped otherwise.
 func (n *Node) Err() error {
 	select {
 	case <-n.done:

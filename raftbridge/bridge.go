@@ -35,7 +35,6 @@ type Bridge struct {
 
 	meter   *meter
 	drops   *dropLogger
-	routes  *replyRoutes
 	reports *reporter
 	incs    incarnationIndex
 	snapOut *snapSenders
@@ -77,11 +76,11 @@ func New(cfg Config) (*Bridge, error) {
 		return nil, err
 	}
 	b := &Bridge{
-		cfg:    cfg,
-		self:   Endpoint{ID: cfg.ID, Incarnation: cfg.Incarnation},
-		meter:  newMeter(),
-		routes: newReplyRoutes(cfg.ReplyRouteTTL, cfg.MaxReplyRoutes),
+		cfg:   cfg,
+		self:  Endpoint{ID: cfg.ID, Incarnation: cfg.Incarnation},
+		meter: newMeter(),
 	}
+	b.meter.peerKey = b.peerKey
 	b.log = cfg.Logger.With(
 		slog.String("component", "raftbridge"),
 		slog.String("cluster", cfg.Cluster.String()),
@@ -260,28 +259,22 @@ func (b *Bridge) groupByDestination(msgs []*raftpb.Message) []destGroup {
 	return groups
 }
 
-// resolve finds the incarnation holding Raft ID to. The directory always
-// wins; a provisional reply route is used only for an ID the directory does
-// not know and has not tombstoned.
-func (b *Bridge) resolve(to uint64) (inc uuid.UUID, viaRoute bool, reason bus.DropReason) {
+// resolve finds the incarnation holding Raft ID to. Only the directory
+// names destinations: traffic for an ID it does not know is dropped.
+func (b *Bridge) resolve(to uint64) (uuid.UUID, bus.DropReason) {
 	dir := b.cfg.Directory
-	if inc, ok := dir.Incarnation(to); ok {
-		if dir.RemovedID(to) || dir.RemovedIncarnation(inc) {
-			return inc, false, DropTombstoned
-		}
-		return inc, false, ""
+	inc, ok := dir.Incarnation(to)
+	switch {
+	case dir.RemovedID(to) || (ok && dir.RemovedIncarnation(inc)):
+		return inc, DropTombstoned
+	case !ok:
+		return uuid.Nil, DropUnknownPeer
 	}
-	if dir.RemovedID(to) {
-		return uuid.Nil, false, DropTombstoned
-	}
-	if inc, ok := b.routes.lookup(to, dir); ok {
-		return inc, true, ""
-	}
-	return uuid.Nil, false, DropUnknownPeer
+	return inc, ""
 }
 
 func (b *Bridge) sendTo(to uint64, msgs []*raftpb.Message) {
-	inc, viaRoute, reason := b.resolve(to)
+	inc, reason := b.resolve(to)
 	dst := Endpoint{ID: to, Incarnation: inc}
 	if reason != "" {
 		b.dropOutbound(dst, msgs, reason, nil)
@@ -292,14 +285,14 @@ func (b *Bridge) sendTo(to uint64, msgs []*raftpb.Message) {
 	n := 0
 	for _, m := range msgs {
 		if m.GetType() == raftpb.MsgSnap {
-			b.snapOut.enqueue(dst, m, viaRoute)
+			b.snapOut.enqueue(dst, m)
 			continue
 		}
 		msgs[n] = m
 		n++
 	}
 	if n > 0 {
-		b.sendEnvelopes(dst, msgs[:n], viaRoute)
+		b.sendEnvelopes(dst, msgs[:n])
 	}
 }
 
@@ -307,7 +300,7 @@ func (b *Bridge) sendTo(to uint64, msgs []*raftpb.Message) {
 // MaxEnvelopeBytes and queues them on the bus. Every message is measured
 // once; the envelope buffer is allocated at its exact size (the bus takes
 // ownership of it) and the messages are marshalled straight into it.
-func (b *Bridge) sendEnvelopes(dst Endpoint, msgs []*raftpb.Message, viaRoute bool) {
+func (b *Bridge) sendEnvelopes(dst Endpoint, msgs []*raftpb.Message) {
 	sizes := b.sizes[:0]
 	for _, m := range msgs {
 		sizes = append(sizes, proto.Size(m))
@@ -335,9 +328,6 @@ func (b *Bridge) sendEnvelopes(dst Endpoint, msgs []*raftpb.Message, viaRoute bo
 				b.dropOutbound(dst, batch, bus.ReasonOf(err), err)
 			} else {
 				b.meter.sent(dst.ID, len(batch), len(buf))
-				if viaRoute {
-					b.meter.replyRouted(len(batch))
-				}
 			}
 		}
 		i = j

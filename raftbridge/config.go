@@ -24,8 +24,6 @@ const (
 
 	DefaultDropLogInterval        = 10 * time.Second
 	DefaultProcessTimeout         = time.Second
-	DefaultReplyRouteTTL          = time.Minute
-	DefaultMaxReplyRoutes         = 16
 	DefaultMaxSnapshotBytes       = 1 << 30
 	DefaultSnapshotWindow         = 4
 	DefaultSnapshotTimeout        = 10 * time.Second
@@ -72,21 +70,17 @@ type Config struct {
 	// DropLogInterval is the least time between two drop warnings for the
 	// same reason; drops in between are only counted. Default 10 s.
 	DropLogInterval time.Duration
-	// ProcessTimeout bounds each inbound envelope's calls to Raft.Process
-	// (the context's deadline). Default 1 s.
+	// ProcessTimeout bounds each call to Raft.Process (the deadline of its
+	// context): every message has a budget of its own, so a slow step
+	// costs at most that message, not the rest of its envelope.
+	// Default 1 s.
 	ProcessTimeout time.Duration
 
-	// ReplyRouteTTL is how long a provisional reply route learned from a
-	// sender unknown to the directory stays usable without fresh traffic
-	// from it. Default 1 min.
-	ReplyRouteTTL time.Duration
-	// MaxReplyRoutes bounds the provisional reply routes; the one closest
-	// to expiry is evicted for a new one. Default 16.
-	MaxReplyRoutes int
-
-	// MaxSnapshotBytes bounds the snapshot data buffered by the receiver,
-	// over all transfers in progress; a larger snapshot is refused.
-	// Default 1 GiB.
+	// MaxSnapshotBytes bounds the memory the receiver buffers for
+	// snapshots, over all transfers in progress: a snapshot claiming more
+	// is refused at its first chunk, and a transfer whose data would take
+	// the buffers beyond it fails. Buffers grow as chunks arrive, never
+	// from the size a chunk claims. Default 1 GiB.
 	MaxSnapshotBytes int64
 	// SnapshotWindow is how many chunks may be unacknowledged. Default 4.
 	SnapshotWindow int
@@ -143,7 +137,6 @@ func (c *Config) validate() error {
 	}{
 		{"DropLogInterval", &c.DropLogInterval, DefaultDropLogInterval},
 		{"ProcessTimeout", &c.ProcessTimeout, DefaultProcessTimeout},
-		{"ReplyRouteTTL", &c.ReplyRouteTTL, DefaultReplyRouteTTL},
 		{"SnapshotResendInterval", &c.SnapshotResendInterval, min(DefaultSnapshotResendInterval, c.SnapshotTimeout/4)},
 		{"SnapshotRetryBackoff", &c.SnapshotRetryBackoff, DefaultSnapshotRetryBackoff},
 		{"SnapshotApplyTimeout", &c.SnapshotApplyTimeout, DefaultSnapshotApplyTimeout},
@@ -162,12 +155,6 @@ func (c *Config) validate() error {
 		c.MaxEnvelopeBytes = DefaultMaxEnvelopeBytes
 	case c.MaxEnvelopeBytes < MinEnvelopeBytes:
 		return bad("MaxEnvelopeBytes %d is below the minimum %d", c.MaxEnvelopeBytes, MinEnvelopeBytes)
-	}
-	switch {
-	case c.MaxReplyRoutes < 0:
-		return bad("MaxReplyRoutes must not be negative")
-	case c.MaxReplyRoutes == 0:
-		c.MaxReplyRoutes = DefaultMaxReplyRoutes
 	}
 	switch {
 	case c.MaxSnapshotBytes < 0:

@@ -6,7 +6,9 @@
 // cluster, the sending Raft ID and incarnation and the receiving Raft ID and
 // incarnation. The bridge drops, counts and logs anything that is not meant
 // for this incarnation of this Raft ID in this cluster, or that does not
-// come from the incarnation the [Directory] says holds the sender's Raft ID.
+// come from a current member: the incarnation the [Directory] says holds
+// the sender's Raft ID. A sender the directory does not know is a stranger
+// and gets nothing: no step into Raft, no reply.
 // So a removed node's traffic never reaches a new process that took over its
 // host and port, and a misdirected heartbeat never reaches raft, which would
 // not check its To field (etcd#17081) and may panic on it.
@@ -46,14 +48,17 @@
 //     raft-local messages are dropped ("local_message").
 //  2. Implement [Raft] safely for concurrent use. Process is called from the
 //     bus's delivery goroutine and must not block for long: step the message
-//     with the given context (its deadline is Config.ProcessTimeout) or
-//     queue it. ReportUnreachable and ReportSnapshot are called from the
+//     with the given context (its deadline is Config.ProcessTimeout, for
+//     each message on its own) or queue it. ReportUnreachable and ReportSnapshot are called from the
 //     bridge's report goroutine, never from inside Send, so they may wait
 //     for the raft loop (raft.Node's do).
 //  3. Feed the [Directory] from committed membership only: ConfChanges
 //     applied from the log and restored snapshots. Tombstone every removed
 //     Raft ID and its incarnation forever. The bridge never changes the
-//     directory and never infers membership from traffic.
+//     directory and never infers membership from traffic. A joining node
+//     must prime its directory with the current members (from verified
+//     membership records) before its Raft starts: the bridge drops
+//     everything from senders it does not know, its leader included.
 //  4. Keep raft.Config.MaxSizePerMsg well below Config.MaxEnvelopeBytes. A
 //     message too large for one envelope still goes out alone, and the bus
 //     may refuse it ("too_large", reported unreachable).
@@ -80,15 +85,16 @@
 // # Validation of inbound payloads
 //
 // Each payload the bus delivers is checked in this order; the first failure
-// drops it with the reason in quotes:
+// drops it with the reason in quotes. Checks 1 to 8 look at the fixed
+// header and the subject only: the body of an envelope is decoded only
+// once its sender is known to be a current member, so a stranger's payload
+// costs a header parse and nothing else.
 //
 //  1. The fixed header parses ("decode": too short, bad magic) and its
 //     version is within [MinVersion, MaxVersion] ("version"; checked right
 //     after the magic, before anything that depends on the version).
-//  2. The rest parses: header, body, every length and count within the
-//     remaining bytes, canonical varints, protobuf messages, no trailing
-//     bytes; the envelope kind matches the bus kind ("decode"). Bus kinds
-//     other than msg and snap are "unknown_kind".
+//  2. The bus kind is msg or snap ("unknown_kind") and the envelope kind
+//     matches it ("decode").
 //  3. The envelope's cluster, and the subject's cluster token, are this
 //     bridge's cluster ("cluster_mismatch").
 //  4. The envelope's destination Raft ID and incarnation, and the subject's
@@ -100,75 +106,95 @@
 //     envelope to a credential.
 //  6. Neither the source Raft ID nor its incarnation is tombstoned
 //     ("tombstoned").
-//  7. The directory does not map the source Raft ID to a different
-//     incarnation, and the source does not claim this bridge's own Raft ID
+//  7. The source does not claim this bridge's own Raft ID, the directory
+//     does not map the source Raft ID to a different incarnation, and (if
+//     the directory implements IncarnationLookup) the source incarnation
+//     does not belong to a member under another Raft ID
 //     ("stale_incarnation").
-//  8. For message envelopes, every message's From is the envelope's source
-//     ID, its To is this bridge's ID, its type is not raft-local and not
-//     MsgSnap (snapshots only travel through the snapshot protocol)
-//     ("message_mismatch"; the whole envelope is dropped: one that lies
-//     about one message is trusted with none).
-//  9. Raft.Process is called for each message; an error drops that
-//     message ("process_failed").
+//  8. The directory maps the source Raft ID to the source incarnation: the
+//     sender is a current member ("unknown_sender"). See Unknown senders.
+//  9. The body parses: every length and count within the remaining bytes,
+//     canonical varints, protobuf messages, no trailing bytes ("decode").
+//  10. For message envelopes, each message on its own: its To is this
+//     bridge's ID, its type is not raft-local and not MsgSnap (snapshots
+//     only travel through the snapshot protocol), and its From is the
+//     envelope's source ID, or, for the types raft forwards on another
+//     node's behalf (MsgReadIndex, MsgProp), a current member
+//     ("message_mismatch").
+//  11. Raft.Process is called for each message, with a deadline of its own
+//     (Config.ProcessTimeout); an error drops that message
+//     ("process_failed").
 //
-// Snapshot chunks and acknowledgements go through the same checks 1-7;
-// chunks then through the transfer's own checks (see below).
+// Checks 1 to 9 drop the whole payload: the header, or the bytes, cannot
+// be trusted. Checks 10 and 11 drop one message and keep its neighbours:
+// the header already proved a member sent the envelope, and raft sends
+// messages this bridge did not foresee (a follower forwards a peer's
+// MsgReadIndex or MsgProp to its leader keeping the peer's From, etcd raft's
+// stepFollower), so dropping a whole batch for one of them turned one
+// unexpected message into a stall of thousands. The leader answers a
+// forwarded MsgReadIndex To the original requester; Send routes that like
+// any message to a member. Likewise each message has its own ProcessTimeout,
+// so a raft loop that stalls costs the message being stepped, not the
+// envelope's tail.
+//
+// Snapshot chunks and acknowledgements go through checks 1 to 9; chunks
+// then through the transfer's own checks (see below).
 //
 // # Drops
 //
 // Every drop increments raftbus_transport_dropped_messages_total{reason}
 // and the matching Stats.Dropped entry, counting Raft messages where they
-// are known (decoded envelopes, Send batches) and one per envelope where
-// they are not (undecodable payloads, unsupported versions, snapshot
-// chunks and acks, bus-level drops, which count what the bus reports). The
-// bus's own inbound drops (Receiver.Dropped) are counted with the bus's
-// reason; a bad frame is "decode". Every drop is logged at Warn, rate
-// limited per reason (Config.DropLogInterval, with a count of the
-// suppressed ones), naming the identities involved: hex Raft IDs,
-// incarnations, cluster and subject tokens. A drop never panics and never
-// sends anything to the sender: a negative answer could be taken for "you
-// were removed" (rafthttp's 403 did that) and would make the bridge an
-// amplifier for forged traffic.
+// are known and one per envelope where they are not. A message envelope
+// dropped on its header (checks 3 to 8) counts the message count its body
+// announces, when that count is plausible (at most one message per
+// remaining byte and MaxMessagesPerEnvelope), else 1; an undecodable body
+// counts 1, a per-message drop 1. Undecodable payloads, unsupported
+// versions, snapshot chunks and acks count one per envelope, bus-level
+// drops what the bus reports. The bus's own inbound drops
+// (Receiver.Dropped) are counted with the bus's reason; a bad frame is
+// "decode". Every drop is logged at Warn, rate limited per reason
+// (Config.DropLogInterval, with a count of the suppressed ones), naming the
+// identities involved: hex Raft IDs, incarnations, cluster and subject
+// tokens. A drop never panics and never sends anything to the sender: a
+// negative answer could be taken for "you were removed" (rafthttp's 403 did
+// that) and would make the bridge an amplifier for forged traffic.
 //
-// Inbound payloads are also dropped as "closed" after Close, and snapshot
-// chunks as "queue_full" when the snapshot receiver's bounded queue is full
-// (the sender resends them).
+// Inbound payloads are also dropped as "closed" after Close (and the rest
+// of an envelope being stepped when Close begins), and snapshot chunks as
+// "queue_full" when the snapshot receiver's bounded queue is full (the
+// sender resends them).
 //
 // Outbound drop reasons: "unknown_peer" (the directory does not know the
-// destination and there is no reply route), "tombstoned", "local_message",
-// "encode", "closed", and the bus's Send errors through [bus.ReasonOf]:
-// "queue_full", "too_large", "not_connected", "publish_failed", "closed".
+// destination), "tombstoned", "local_message", "encode", "closed", and the
+// bus's Send errors through [bus.ReasonOf]: "queue_full", "too_large",
+// "not_connected", "publish_failed", "closed".
 //
 // # Unknown senders
 //
-// A follower that was just added learns the membership from the log its
-// leader sends it, so for a while its directory does not know the leader.
-// Raft must still hear that leader, and the follower must be able to
-// answer. Policy:
+// A delivery from an incarnation the directory does not know under the
+// Raft ID it claims is dropped as "unknown_sender". It never reaches Raft
+// (messages, snapshot chunks and acks alike), gets no reply, and leaves no
+// state behind: no reply route, no metric series of its own, no snapshot
+// buffer. Only the directory names destinations, so Raft cannot answer a
+// stranger either. Why: a stranger handed to Raft is a made-up incarnation
+// claiming an unused Raft ID, and with replies and a flood of heartbeats it
+// can make a follower take it for its leader and forward proposals to it.
+// A joining node primes its directory before Raft starts
+// (Responsibilities, 3), so it never needs to hear a stranger.
 //
-//   - An inbound sender whose Raft ID the directory does not know (and
-//     neither that ID nor its incarnation is tombstoned) passes every check
-//     above and is handed to Raft. Its messages are counted in
-//     raftbus_transport_unknown_sender_total (not a drop) and under the
-//     peer "unknown" (key 0 in Stats) in the traffic metrics, so forged IDs
-//     cannot grow the metrics. If the directory implements
-//     IncarnationLookup and the sender's incarnation belongs to a member
-//     under another Raft ID, the sender is not unknown but lying: it is
-//     dropped as stale_incarnation.
-//   - Its (Raft ID -> incarnation) is remembered as a provisional reply
-//     route, refreshed by its traffic. Send uses a route only when the
-//     directory has no entry for the ID: the directory always wins. Routes
-//     expire (Config.ReplyRouteTTL), are bounded in number
-//     (Config.MaxReplyRoutes, the one closest to expiry is evicted) and are
-//     discarded as soon as the ID or the incarnation is tombstoned or the
-//     directory learns the ID. Traffic sent on a route is counted in
-//     raftbus_transport_reply_routed_messages_total.
-//   - Membership is never inferred from traffic: a route is a way back to a
-//     validated sender, not a member. A dropped sender never gets a route.
+// Raft's own defences (terms, PreVote, CheckQuorum) still apply to members;
+// the directory's tombstones are what keeps a removed node out.
 //
-// Raft's own defences (terms, PreVote, CheckQuorum) apply to unknown
-// senders as to any other; the directory's tombstones are what keeps a
-// removed node out.
+// # Bounded state
+//
+// Nothing a delivery carries grows state without bound. Metric series and
+// Stats keys are Raft IDs of directory members ("unknown", key 0, for
+// anything else, such as a snapshot sender removed mid-transfer or an
+// unreachable report for an ID the directory does not know), never
+// incarnations. The snapshot receiver holds at most one transfer per
+// member (a new transfer from the same sender replaces the old one) and
+// one remembered outcome per member, and its buffers grow with the data
+// that actually arrived, never from the size a chunk claims.
 //
 // # Snapshots
 //
@@ -203,9 +229,13 @@
 //     transfer to that peer, doubling with each further failure up to
 //     SnapshotTimeout, so that a dead follower does not get a tight loop of
 //     snapshots.
-//   - The receiver runs one transfer per sender and refuses (ack "failed")
-//     a snapshot that would take the bytes reserved by transfers in
-//     progress beyond Config.MaxSnapshotBytes. It checks that chunk 0's
+//   - The receiver runs one transfer per sender (a member; a new transfer
+//     from it replaces the old) and refuses (ack "failed") a snapshot whose
+//     claimed size exceeds Config.MaxSnapshotBytes. It reserves nothing
+//     from the claimed size: each transfer's buffer grows as chunks arrive
+//     (doubling, capped at the claimed size), and a transfer whose next
+//     chunk would take the buffers of all transfers in progress beyond
+//     MaxSnapshotBytes fails (ack "failed"). It checks that chunk 0's
 //     MsgSnap agrees with the envelope (type, From, To, term, index) and
 //     that every chunk agrees with chunk 0 and with the total size; a chunk
 //     that does not is a drop ("message_mismatch", or "decode" for
@@ -283,17 +313,15 @@
 //
 // # Metrics
 //
-// Registered on Config.Registerer (none without one). Label "peer" is a Raft
-// ID as 16 hex digits ("unknown" for inbound senders the directory does not
-// know), never an incarnation:
+// Registered on Config.Registerer (none without one). Label "peer" is the
+// Raft ID of a directory member as 16 hex digits ("unknown" for any other
+// ID), never an incarnation:
 //
 //	raftbus_transport_sent_messages_total{peer}        Raft messages handed to the bus
 //	raftbus_transport_sent_bytes_total{peer}           envelope bytes, snapshot chunks included
 //	raftbus_transport_received_messages_total{peer}    validated Raft messages received
 //	raftbus_transport_received_bytes_total{peer}       validated envelope bytes received
 //	raftbus_transport_dropped_messages_total{reason}   see Drops
-//	raftbus_transport_unknown_sender_total             messages passed from unknown senders
-//	raftbus_transport_reply_routed_messages_total      messages sent on provisional routes
 //	raftbus_transport_unreachable_reports_total{peer}  ReportUnreachable calls
 //	raftbus_transport_snapshots_sent_total{peer,result}
 //	raftbus_transport_snapshots_received_total{peer,result}

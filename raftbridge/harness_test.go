@@ -189,10 +189,17 @@ func newTestCluster(t *testing.T, n int, opts clusterOpts) *testCluster {
 // startNode starts a node. With peers it bootstraps a new cluster; without
 // it starts empty and waits to be added (a joining node).
 func (c *testCluster) startNode(id uint64, inc uuid.UUID, peers []raft.Peer) *testNode {
+	c.t.Helper()
+	return c.startNodeWith(id, inc, peers, NewMemDirectory())
+}
+
+// startNodeWith is startNode with a directory the caller prepared (a
+// joining node primes it with the members before Raft starts).
+func (c *testCluster) startNodeWith(id uint64, inc uuid.UUID, peers []raft.Peer, dir *MemDirectory) *testNode {
 	t := c.t
 	t.Helper()
 	tn := &testNode{
-		c: c, id: id, inc: inc, dir: NewMemDirectory(), storage: raft.NewMemoryStorage(),
+		c: c, id: id, inc: inc, dir: dir, storage: raft.NewMemoryStorage(),
 		raft: &nodeRaft{from: make(map[uint64]int)}, reg: prometheus.NewRegistry(),
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}

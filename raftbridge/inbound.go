@@ -36,6 +36,9 @@ func (r receiver) Dropped(from uuid.UUID, reason bus.DropReason, n int) {
 // snapshot machinery. It runs on the bus's delivery goroutine. Every
 // failure is a counted, rate-limited-logged drop, and nothing is ever sent
 // back to the sender of a dropped payload.
+//
+// The fixed header is decoded and the sender's identity checked before the
+// body is decoded: a stranger's body costs nothing but the header parse.
 func (b *Bridge) deliver(d bus.Delivery) {
 	b.inflight.RLock()
 	defer b.inflight.RUnlock()
@@ -52,53 +55,64 @@ func (b *Bridge) deliver(d bus.Delivery) {
 		b.dropInbound(d, nil, reason, 1, err)
 		return
 	}
-	switch d.Kind {
-	case bus.KindMsg:
-		var msgs []*raftpb.Message
-		if h.Kind != EnvelopeMessages {
-			err = errors.New("not a message envelope")
-		} else {
-			msgs, err = decodeMessages(body)
-		}
+	switch {
+	case d.Kind != bus.KindMsg && d.Kind != bus.KindSnap:
+		b.dropInbound(d, &h, DropUnknownKind, 1, nil)
+		return
+	case (d.Kind == bus.KindMsg) != (h.Kind == EnvelopeMessages):
+		b.dropInbound(d, &h, DropDecode, 1, errors.New("the envelope kind does not match the subject's kind"))
+		return
+	}
+	if !b.admit(d, &h, claimedCount(&h, body)) {
+		return
+	}
+	switch h.Kind {
+	case EnvelopeMessages:
+		msgs, err := decodeMessages(body)
 		if err != nil {
 			b.dropInbound(d, &h, DropDecode, 1, err)
 			return
 		}
 		b.deliverMessages(d, &h, msgs)
-	case bus.KindSnap:
-		switch h.Kind {
-		case EnvelopeSnapChunk:
-			c, err := decodeSnapChunk(h, body)
-			if err != nil {
-				b.dropInbound(d, &h, DropDecode, 1, err)
-				return
-			}
-			if known, ok := b.admit(d, &h, 1); ok {
-				b.noteSender(&h, known, 0, len(d.Data))
-				b.snapIn.deliver(c)
-			}
-		case EnvelopeSnapAck:
-			a, err := decodeSnapAck(h, body)
-			if err != nil {
-				b.dropInbound(d, &h, DropDecode, 1, err)
-				return
-			}
-			if known, ok := b.admit(d, &h, 1); ok {
-				b.noteSender(&h, known, 0, len(d.Data))
-				b.snapOut.ack(a)
-			}
-		default:
-			b.dropInbound(d, &h, DropDecode, 1, errors.New("not a snapshot envelope"))
+	case EnvelopeSnapChunk:
+		c, err := decodeSnapChunk(h, body)
+		if err != nil {
+			b.dropInbound(d, &h, DropDecode, 1, err)
+			return
 		}
-	default:
-		b.dropInbound(d, &h, DropUnknownKind, 1, nil)
+		b.meter.received(h.From.ID, 0, len(d.Data), h.DirectoryVersion)
+		b.snapIn.deliver(c)
+	case EnvelopeSnapAck:
+		a, err := decodeSnapAck(h, body)
+		if err != nil {
+			b.dropInbound(d, &h, DropDecode, 1, err)
+			return
+		}
+		b.meter.received(h.From.ID, 0, len(d.Data), h.DirectoryVersion)
+		b.snapOut.ack(a)
 	}
+}
+
+// claimedCount is what a drop on the header counts: for a message envelope
+// the message count its body announces, if that count is plausible (1 to
+// MaxMessagesPerEnvelope, at most one message per remaining byte), else 1.
+// Reading one varint costs nothing and allocates nothing.
+func claimedCount(h *Header, body []byte) int {
+	if h.Kind != EnvelopeMessages {
+		return 1
+	}
+	n, k := readUvarint(body)
+	if k <= 0 || n == 0 || n > MaxMessagesPerEnvelope || n > uint64(len(body)-k) {
+		return 1
+	}
+	return int(n)
 }
 
 // admit runs the identity checks, in the documented order, on a decoded
 // envelope header and the subject it arrived on. n is what a drop counts.
-// known reports whether the directory knows the sender's Raft ID.
-func (b *Bridge) admit(d bus.Delivery, h *Header, n int) (known, ok bool) {
+// Only a current member of the directory, under its current incarnation,
+// is admitted.
+func (b *Bridge) admit(d bus.Delivery, h *Header, n int) bool {
 	dir := b.cfg.Directory
 	var reason bus.DropReason
 	switch {
@@ -117,18 +131,18 @@ func (b *Bridge) admit(d bus.Delivery, h *Header, n int) (known, ok bool) {
 	default:
 		inc, ok := dir.Incarnation(h.From.ID)
 		switch {
-		case ok && inc != h.From.Incarnation:
-			reason = DropStaleIncarnation
-		case !ok && b.memberOf(h.From.Incarnation, h.From.ID):
-			// An unknown Raft ID claimed by a member's incarnation: the
-			// incarnation is known under another ID.
+		case ok && inc == h.From.Incarnation:
+			return true
+		case ok, b.memberOf(h.From.Incarnation, h.From.ID):
+			// The ID belongs to another incarnation, or the incarnation
+			// belongs to a member under another ID.
 			reason = DropStaleIncarnation
 		default:
-			return ok, true
+			reason = DropUnknownSender
 		}
 	}
 	b.dropInbound(d, h, reason, n, nil)
-	return false, false
+	return false
 }
 
 // memberOf reports whether inc belongs to a member other than id, when
@@ -142,50 +156,108 @@ func (b *Bridge) memberOf(inc uuid.UUID, id uint64) bool {
 	return found && other != id
 }
 
-// noteSender counts validated traffic and, for a sender the directory does
-// not know, refreshes its provisional reply route.
-func (b *Bridge) noteSender(h *Header, known bool, msgs, bytes int) {
-	from := h.From.ID
-	if !known {
-		from = 0
-		b.routes.remember(h.From.ID, h.From.Incarnation)
-		if msgs > 0 {
-			b.meter.unknownSender(msgs)
-		}
-	}
-	b.meter.received(from, msgs, bytes, h.DirectoryVersion)
-}
-
+// deliverMessages checks every message of an admitted envelope against its
+// header and steps the ones that agree. A message that disagrees is
+// dropped alone ("message_mismatch"): the envelope's header already proved
+// who sent it, and dropping its neighbours would turn one message raft did
+// not expect into a stall (issue 8: a forwarded MsgReadIndex took 2,416
+// messages with it).
 func (b *Bridge) deliverMessages(d bus.Delivery, h *Header, msgs []*raftpb.Message) {
-	known, ok := b.admit(d, h, len(msgs))
-	if !ok {
-		return
+	valid := 0
+	for i, m := range msgs {
+		if !b.messageAgrees(h, m) {
+			b.dropMessage(d, h, m, DropMessageMismatch, nil)
+			msgs[i] = nil
+			continue
+		}
+		valid++
 	}
-	// The envelope's header was checked; now its content must agree with
-	// it. An envelope that lies about one message is not trusted with any.
-	// Raft-local types never travel, and MsgSnap only travels through the
-	// snapshot protocol (which persists it before Raft steps it).
-	for _, m := range msgs {
-		t := m.GetType()
-		if m.GetFrom() != h.From.ID || m.GetTo() != b.self.ID || raft.IsLocalMsg(t) || t == raftpb.MsgSnap {
-			b.dropInbound(d, h, DropMessageMismatch, len(msgs), nil)
+	b.meter.received(h.From.ID, valid, len(d.Data), h.DirectoryVersion)
+	for i, m := range msgs {
+		if m == nil {
+			continue
+		}
+		if b.ctx.Err() != nil {
+			b.dropInbound(d, h, DropBridgeClosed, countLeft(msgs[i:]), nil)
 			return
 		}
-	}
-	b.noteSender(h, known, len(msgs), len(d.Data))
-	ctx, cancel := context.WithTimeout(b.ctx, b.cfg.ProcessTimeout)
-	defer cancel()
-	for _, m := range msgs {
-		if err := b.cfg.Raft.Process(ctx, m); err != nil {
-			b.dropInbound(d, h, DropProcessFailed, 1, err)
+		if err := b.process(m); err != nil {
+			b.dropMessage(d, h, m, DropProcessFailed, err)
 		}
 	}
+}
+
+// process steps one message with a deadline of its own, so that the time
+// Raft took for the messages before it in the envelope does not eat into
+// its budget: a stall costs at most the message being stepped.
+func (b *Bridge) process(m *raftpb.Message) error {
+	ctx, cancel := context.WithTimeout(b.ctx, b.cfg.ProcessTimeout)
+	defer cancel()
+	return b.cfg.Raft.Process(ctx, m)
+}
+
+func countLeft(msgs []*raftpb.Message) int {
+	n := 0
+	for _, m := range msgs {
+		if m != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// messageAgrees reports whether a message of an admitted envelope agrees
+// with its header. It must be addressed to this node, must be a type that
+// travels between peers (raft-local types never do, and MsgSnap only
+// travels through the snapshot protocol, which persists it before Raft
+// steps it), and must come from the envelope's sender, except for what
+// raft forwards on a member's behalf.
+func (b *Bridge) messageAgrees(h *Header, m *raftpb.Message) bool {
+	t := m.GetType()
+	switch {
+	case m.GetTo() != b.self.ID || raft.IsLocalMsg(t) || t == raftpb.MsgSnap:
+		return false
+	case m.GetFrom() == h.From.ID:
+		return true
+	}
+	return forwarded(t) && b.isMember(m.GetFrom())
+}
+
+// forwarded reports whether raft forwards messages of type t keeping the
+// original requester in From. A follower's stepFollower sends a MsgProp or
+// MsgReadIndex it did not originate on to its leader unchanged but for To
+// (a peer sent it to this node while it was leader, or while this node
+// believed another node led); the leader answers a MsgReadIndex with a
+// MsgReadIndexResp To the original requester, which Send routes to that
+// member like any other message.
+func forwarded(t raftpb.MessageType) bool {
+	return t == raftpb.MsgReadIndex || t == raftpb.MsgProp
+}
+
+// isMember reports whether id is a current member: known to the directory
+// under an incarnation that, like the ID, is not tombstoned.
+func (b *Bridge) isMember(id uint64) bool {
+	dir := b.cfg.Directory
+	inc, ok := dir.Incarnation(id)
+	return ok && !dir.RemovedID(id) && !dir.RemovedIncarnation(inc)
+}
+
+// dropMessage counts and logs one dropped message of an admitted envelope.
+func (b *Bridge) dropMessage(d bus.Delivery, h *Header, m *raftpb.Message, reason bus.DropReason, err error) {
+	b.dropInboundWith(d, h, reason, 1, err,
+		slog.String("type", m.GetType().String()),
+		slog.String("msg_from", hexID(m.GetFrom())),
+		slog.String("msg_to", hexID(m.GetTo())))
 }
 
 // dropInbound counts and logs a dropped inbound payload. It never answers
 // the sender: a negative reply could be taken for "you were removed" (the
 // rafthttp failure mode) and would hand a forger an amplifier.
 func (b *Bridge) dropInbound(d bus.Delivery, h *Header, reason bus.DropReason, n int, err error) {
+	b.dropInboundWith(d, h, reason, n, err)
+}
+
+func (b *Bridge) dropInboundWith(d bus.Delivery, h *Header, reason bus.DropReason, n int, err error, extra ...slog.Attr) {
 	b.meter.dropped(reason, n)
 	b.drops.warn(reason, "raftbridge: dropped inbound payload", func() []slog.Attr {
 		attrs := []slog.Attr{
@@ -205,6 +277,7 @@ func (b *Bridge) dropInbound(d bus.Delivery, h *Header, reason bus.DropReason, n
 				slog.String("to_incarnation", h.To.Incarnation.String()),
 			)
 		}
+		attrs = append(attrs, extra...)
 		if err != nil {
 			attrs = append(attrs, slog.String("error", err.Error()))
 		}
@@ -212,9 +285,9 @@ func (b *Bridge) dropInbound(d bus.Delivery, h *Header, reason bus.DropReason, n
 	})
 }
 
-// peerKey is the key under which inbound traffic from Raft ID id is
-// counted: id itself if the directory knows it, else 0, so that IDs made up
-// by senders cannot grow the metrics.
+// peerKey is the key under which traffic with Raft ID id is counted: id
+// itself if the directory knows it, else 0 ("unknown"), so that no ID a
+// delivery claims can grow the metrics.
 func (b *Bridge) peerKey(id uint64) uint64 {
 	if _, ok := b.cfg.Directory.Incarnation(id); ok {
 		return id

@@ -1,55 +1,85 @@
 package raftbridge
 
 import (
+	"bytes"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/raftbus/raftbus/bus"
 )
 
-// A new follower's directory knows nobody: it must still hear the leader
-// (unknown senders pass) and answer it (provisional reply route), until the
-// log it replicates teaches it the membership.
-func TestNewFollowerHearsLeaderAndReplies(t *testing.T) {
+// A joining node primes its directory with the members before Raft starts
+// (the node runtime does it from verified membership records), so it hears
+// its leader and answers it without ever trusting a stranger.
+func TestJoiningNodeWithPrimedDirectory(t *testing.T) {
 	c := newTestCluster(t, 3, clusterOpts{seed: 6})
 	c.propose(values("old", 50))
 
 	inc4 := uuid.Must(uuid.NewV7())
-	n4 := c.startNode(4, inc4, nil)
-	if n4.dir.Version() != 0 {
-		t.Fatal("the new node's directory is not empty")
+	dir := NewMemDirectory()
+	for id, inc := range c.node(1).dir.Members() {
+		dir.Set(id, inc)
 	}
+	dir.Set(4, inc4)
+	n4 := c.startNodeWith(4, inc4, nil, dir)
 	c.confChange(&raftpb.ConfChange{Type: raftpb.ConfChangeAddNode.Enum(), NodeId: proto.Uint64(4), Context: inc4[:]},
 		c.node(1), c.node(2), c.node(3), n4)
 	c.propose(values("new", 50))
 	c.assertSameLog()
 
 	st := n4.bridge.Stats()
-	if st.UnknownSender == 0 {
-		t.Error("the new follower counted no messages from unknown senders")
-	}
-	if st.ReplyRouted == 0 {
-		t.Error("the new follower never answered through a reply route")
-	}
-	if st.Dropped[DropUnknownPeer] != 0 {
-		t.Errorf("the new follower dropped %d replies as unknown_peer", st.Dropped[DropUnknownPeer])
-	}
-	if got := metricValue(t, n4.bridge.meter.prom.unknownSender); got != float64(st.UnknownSender) {
-		t.Errorf("raftbus_transport_unknown_sender_total = %v, Stats says %d", got, st.UnknownSender)
-	}
-	// Membership came from the log, and the directory now wins.
-	for id := uint64(1); id <= 4; id++ {
-		if _, ok := n4.dir.Incarnation(id); !ok {
-			t.Errorf("node 4's directory lacks %d", id)
+	for _, reason := range []bus.DropReason{DropUnknownSender, DropUnknownPeer} {
+		if st.Dropped[reason] != 0 {
+			t.Errorf("the new follower dropped %d messages as %s", st.Dropped[reason], reason)
 		}
 	}
-	lead := c.leader()
-	if _, ok := n4.bridge.routes.lookup(lead.id, n4.dir); ok {
-		t.Error("a reply route outlived the directory entry")
+	if lead := c.leader(); st.Received[lead.id].Messages == 0 {
+		t.Errorf("nothing counted as received from the leader %d: %+v", lead.id, st.Received)
+	}
+}
+
+// A node whose directory does not know the cluster (a stranger to it, and
+// it a stranger to them) gets nothing through in either direction: its
+// campaigns never reach the members' Raft and get no reply, and the
+// members' traffic never reaches it.
+func TestStrangerNeverReachesRaft(t *testing.T) {
+	c := newTestCluster(t, 3, clusterOpts{seed: 8})
+	c.propose(values("before", 10))
+	inc4 := uuid.Must(uuid.NewV7())
+	// Node 4 believes it is in a cluster of 1, 2, 3 and itself, but the
+	// members never added it: it campaigns at them.
+	var peers []raft.Peer
+	for id, inc := range c.node(1).dir.Members() {
+		peers = append(peers, raft.Peer{ID: id, Context: bytes.Clone(inc[:])})
+	}
+	peers = append(peers, raft.Peer{ID: 4, Context: inc4[:]})
+	n4 := c.startNodeWith(4, inc4, peers, NewMemDirectory())
+	waitFor(t, testWait, "the stranger's traffic to be dropped", func() bool {
+		for _, tn := range c.all() {
+			if tn != n4 && tn.bridge.Stats().Dropped[DropUnknownSender] > 0 {
+				return true
+			}
+		}
+		return false
+	})
+	c.propose(values("after", 10), c.node(1), c.node(2), c.node(3))
+	c.assertSameLog(c.node(1), c.node(2), c.node(3))
+	for _, tn := range c.all() {
+		if tn == n4 {
+			continue
+		}
+		if n := tn.raft.processedFrom(4); n != 0 {
+			t.Errorf("node %d stepped %d messages from the stranger", tn.id, n)
+		}
+		if n := tn.bus.sends(inc4); n != 0 {
+			t.Errorf("node %d sent %d payloads to the stranger", tn.id, n)
+		}
 	}
 }
 
@@ -104,9 +134,6 @@ func TestRemovedMemberNeverPasses(t *testing.T) {
 		if n := tn.bus.sends(gone.inc) - sent[tn.id]; n != 0 {
 			t.Errorf("node %d sent %d payloads to the removed member", tn.id, n)
 		}
-		if _, ok := tn.bridge.routes.lookup(gone.id, tn.dir); ok {
-			t.Errorf("node %d holds a reply route to the removed member", tn.id)
-		}
 	}
 	// The same ID under a new incarnation is still refused.
 	target := rest[0]
@@ -121,38 +148,55 @@ func TestRemovedMemberNeverPasses(t *testing.T) {
 	}
 }
 
-func TestReplyRoutes(t *testing.T) {
-	now := time.Unix(1000, 0)
-	r := newReplyRoutes(time.Minute, 2)
-	r.now = func() time.Time { return now }
-	dir := NewMemDirectory()
-	a, b, c := uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7())
-	r.remember(1, a)
-	now = now.Add(time.Second)
-	r.remember(2, b)
-	if inc, ok := r.lookup(1, dir); !ok || inc != a {
-		t.Fatalf("route to 1: %v %v", inc, ok)
+// Issue 8 item 6, end to end: a follower that receives a peer's
+// MsgReadIndex forwards it to its leader with the peer's From (raft's
+// stepFollower); the leader must step it and answer the original requester
+// with a MsgReadIndexResp, and nothing is dropped on the way.
+func TestForwardedReadIndexReachesLeaderAndRequester(t *testing.T) {
+	c := newTestCluster(t, 3, clusterOpts{seed: 9})
+	c.propose(values("before", 10))
+	lead := c.leader()
+	var via, requester *testNode
+	for _, tn := range c.all() {
+		switch {
+		case tn == lead:
+		case via == nil:
+			via = tn
+		default:
+			requester = tn
+		}
 	}
-	// Full: the route closest to expiry (1) makes room.
-	r.remember(3, c)
-	if _, ok := r.lookup(1, dir); ok {
-		t.Error("route 1 survived eviction")
+	const rctx = "read-through-a-follower"
+	answered := make(chan struct{})
+	var once sync.Once
+	lead.bus.setHook(func(to uuid.UUID, kind bus.Kind, data []byte) []byte {
+		if to != requester.inc || kind != bus.KindMsg {
+			return data
+		}
+		env, err := DecodeEnvelope(data)
+		if err != nil {
+			return data
+		}
+		for _, m := range env.Messages {
+			if m.GetType() == raftpb.MsgReadIndexResp && len(m.GetEntries()) == 1 && string(m.GetEntries()[0].GetData()) == rctx {
+				once.Do(func() { close(answered) })
+			}
+		}
+		return data
+	})
+	before := lead.bridge.Stats().Dropped[DropMessageMismatch]
+	// The requester's read request, sent to a node that is not the leader
+	// (as after a leadership change the requester has not yet heard of).
+	c.inject(via, requester.inc, bus.KindMsg, envelope(t, c.cluster,
+		Endpoint{requester.id, requester.inc}, Endpoint{via.id, via.inc},
+		&raftpb.Message{Type: raftpb.MsgReadIndex.Enum(), From: proto.Uint64(requester.id), To: proto.Uint64(via.id),
+			Entries: []*raftpb.Entry{{Data: []byte(rctx)}}}))
+	select {
+	case <-answered:
+	case <-time.After(testWait):
+		t.Fatalf("the leader never answered the forwarded read; its drops: %v", lead.bridge.Stats().Dropped)
 	}
-	// The directory wins.
-	dir.Set(2, c)
-	if _, ok := r.lookup(2, dir); ok {
-		t.Error("route used although the directory knows the id")
-	}
-	// Tombstones kill routes.
-	r.remember(4, a)
-	dir.TombstoneIncarnation(a)
-	if _, ok := r.lookup(4, dir); ok {
-		t.Error("route through a tombstoned incarnation")
-	}
-	// Routes expire.
-	r.remember(5, b)
-	now = now.Add(2 * time.Minute)
-	if _, ok := r.lookup(5, dir); ok {
-		t.Error("expired route used")
+	if got := lead.bridge.Stats().Dropped[DropMessageMismatch]; got != before {
+		t.Errorf("the leader dropped %d messages as message_mismatch", got-before)
 	}
 }

@@ -24,6 +24,7 @@ const (
 	DropSourceMismatch   = bus.DropReason("source_mismatch")
 	DropTombstoned       = bus.DropReason("tombstoned")
 	DropStaleIncarnation = bus.DropReason("stale_incarnation")
+	DropUnknownSender    = bus.DropReason("unknown_sender")
 	DropMessageMismatch  = bus.DropReason("message_mismatch")
 	DropProcessFailed    = bus.DropReason("process_failed")
 	DropUnknownPeer      = bus.DropReason("unknown_peer")
@@ -58,19 +59,16 @@ type Stats struct {
 	// included) per destination Raft ID.
 	Sent map[uint64]PeerStats
 	// Received counts validated Raft messages and bytes per source Raft
-	// ID. Senders unknown to the directory are counted under key 0, so
-	// that forged IDs cannot grow the map.
+	// ID. Only members of the directory are admitted; a complete snapshot
+	// whose sender left the directory while it was being received is
+	// counted under key 0, so that no claimed ID can grow the map.
 	Received map[uint64]PeerStats
 	// Dropped counts dropped Raft messages by reason; where the messages
 	// could not be counted (undecodable bytes, unsupported versions, bus
 	// drops, snapshot chunks) one envelope counts as one.
 	Dropped map[bus.DropReason]uint64
-	// UnknownSender counts Raft messages passed to Raft from senders the
-	// directory does not know (not drops).
-	UnknownSender uint64
-	// ReplyRouted counts Raft messages sent on a provisional reply route.
-	ReplyRouted uint64
-	// Unreachable counts ReportUnreachable calls per Raft ID.
+	// Unreachable counts ReportUnreachable calls per Raft ID; IDs the
+	// directory does not know are counted under key 0.
 	Unreachable map[uint64]uint64
 	// SnapshotsSent and SnapshotsReceived count finished transfers by
 	// outcome.
@@ -107,6 +105,10 @@ type meter struct {
 	mu    sync.Mutex
 	stats Stats
 	prom  *promMetrics // nil without a Registerer
+	// peerKey maps a Raft ID to the key it is counted under where the ID
+	// is not already known to be a member (0 for IDs the directory does
+	// not know); nil counts every ID as itself.
+	peerKey func(uint64) uint64
 }
 
 func newMeter() *meter {
@@ -136,8 +138,8 @@ func (m *meter) sent(to uint64, msgs, bytes int) {
 	}
 }
 
-// received counts traffic from a validated sender; from is 0 for a sender
-// the directory does not know.
+// received counts traffic from a validated sender (a member; 0 for one
+// that is no longer known).
 func (m *meter) received(from uint64, msgs, bytes int, dirVersion uint64) {
 	m.mu.Lock()
 	ps := m.stats.Received[from]
@@ -164,25 +166,10 @@ func (m *meter) dropped(reason bus.DropReason, n int) {
 	}
 }
 
-func (m *meter) unknownSender(n int) {
-	m.mu.Lock()
-	m.stats.UnknownSender += uint64(n)
-	m.mu.Unlock()
-	if p := m.prom; p != nil {
-		p.unknownSender.Add(float64(n))
-	}
-}
-
-func (m *meter) replyRouted(n int) {
-	m.mu.Lock()
-	m.stats.ReplyRouted += uint64(n)
-	m.mu.Unlock()
-	if p := m.prom; p != nil {
-		p.replyRouted.Add(float64(n))
-	}
-}
-
 func (m *meter) unreachable(id uint64) {
+	if m.peerKey != nil {
+		id = m.peerKey(id)
+	}
 	m.mu.Lock()
 	m.stats.Unreachable[id]++
 	m.mu.Unlock()
@@ -229,8 +216,6 @@ type promMetrics struct {
 	sentMsgs, sentBytes *prometheus.CounterVec
 	recvMsgs, recvBytes *prometheus.CounterVec
 	dropped             *prometheus.CounterVec
-	unknownSender       prometheus.Counter
-	replyRouted         prometheus.Counter
 	unreachable         *prometheus.CounterVec
 	snapSent, snapRecv  *prometheus.CounterVec
 }
@@ -246,29 +231,22 @@ func newPromMetrics() *promMetrics {
 			Namespace: metricNamespace, Subsystem: metricSubsystem, Name: name, Help: help,
 		}, labels)
 	}
-	counter := func(name, help string) prometheus.Counter {
-		return prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: metricNamespace, Subsystem: metricSubsystem, Name: name, Help: help,
-		})
-	}
 	return &promMetrics{
-		sentMsgs:      counterVec("sent_messages_total", "Raft messages handed to the bus, by destination Raft ID.", "peer"),
-		sentBytes:     counterVec("sent_bytes_total", "Envelope bytes handed to the bus (snapshot chunks included), by destination Raft ID.", "peer"),
-		recvMsgs:      counterVec("received_messages_total", "Validated Raft messages received, by source Raft ID (\"unknown\" for senders not in the directory).", "peer"),
-		recvBytes:     counterVec("received_bytes_total", "Validated envelope bytes received, by source Raft ID (\"unknown\" for senders not in the directory).", "peer"),
-		dropped:       counterVec("dropped_messages_total", "Raft messages dropped (or envelopes, where messages cannot be counted), by reason.", "reason"),
-		unknownSender: counter("unknown_sender_total", "Raft messages passed to Raft from senders the directory does not know yet."),
-		replyRouted:   counter("reply_routed_messages_total", "Raft messages sent on a provisional reply route to a peer the directory does not know yet."),
-		unreachable:   counterVec("unreachable_reports_total", "ReportUnreachable calls made to Raft, by Raft ID.", "peer"),
-		snapSent:      counterVec("snapshots_sent_total", "Snapshot transfers finished as sender, by destination Raft ID and result.", "peer", "result"),
-		snapRecv:      counterVec("snapshots_received_total", "Snapshot transfers finished as receiver, by source Raft ID and result.", "peer", "result"),
+		sentMsgs:    counterVec("sent_messages_total", "Raft messages handed to the bus, by destination Raft ID.", "peer"),
+		sentBytes:   counterVec("sent_bytes_total", "Envelope bytes handed to the bus (snapshot chunks included), by destination Raft ID.", "peer"),
+		recvMsgs:    counterVec("received_messages_total", "Validated Raft messages received, by source Raft ID (\"unknown\" for a sender that left the directory).", "peer"),
+		recvBytes:   counterVec("received_bytes_total", "Validated envelope bytes received, by source Raft ID (\"unknown\" for a sender that left the directory).", "peer"),
+		dropped:     counterVec("dropped_messages_total", "Raft messages dropped (or envelopes, where messages cannot be counted), by reason.", "reason"),
+		unreachable: counterVec("unreachable_reports_total", "ReportUnreachable calls made to Raft, by Raft ID (\"unknown\" for IDs not in the directory).", "peer"),
+		snapSent:    counterVec("snapshots_sent_total", "Snapshot transfers finished as sender, by destination Raft ID and result.", "peer", "result"),
+		snapRecv:    counterVec("snapshots_received_total", "Snapshot transfers finished as receiver, by source Raft ID and result.", "peer", "result"),
 	}
 }
 
 func (p *promMetrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		p.sentMsgs, p.sentBytes, p.recvMsgs, p.recvBytes, p.dropped,
-		p.unknownSender, p.replyRouted, p.unreachable, p.snapSent, p.snapRecv,
+		p.unreachable, p.snapSent, p.snapRecv,
 	}
 }
 

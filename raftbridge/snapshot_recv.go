@@ -23,7 +23,7 @@ type snapReceiver struct {
 	// Owned by run.
 	transfers map[uint64]*inTransfer      // by source Raft ID: one at a time per sender
 	finished  map[uint64]finishedTransfer // last outcome per source, to repeat its ack
-	reserved  int64                       // snapshot bytes reserved by transfers in progress
+	buffered  int64                       // capacity of the buffers of transfers in progress
 }
 
 // inTransfer is a transfer being received.
@@ -36,10 +36,10 @@ type inTransfer struct {
 	size     uint64
 	crc      uint32
 	msg      *raftpb.Message // decoded from chunk 0's metadata
-	buf      []byte
-	next     uint32    // chunks received in order
-	last     time.Time // last accepted chunk
-	applying bool      // complete and handed to the node
+	buf      []byte          // grows as chunks arrive (grow), never from size
+	next     uint32          // chunks received in order
+	last     time.Time       // last accepted chunk
+	applying bool            // complete and handed to the node
 }
 
 type finishedTransfer struct {
@@ -100,6 +100,7 @@ func (r *snapReceiver) run() {
 }
 
 func (r *snapReceiver) handle(c *snapChunk) {
+	b := r.b
 	from := c.From
 	t := r.transfers[from.ID]
 	if t != nil && t.from.Incarnation != from.Incarnation && !t.applying {
@@ -147,6 +148,8 @@ func (r *snapReceiver) handle(c *snapChunk) {
 		r.ack(from, t.id, t.index, ackGap, t.next)
 	case uint64(len(t.buf))+uint64(len(c.Data)) > t.size || (c.Chunk+1 < t.chunks && len(c.Data) == 0):
 		r.dropLying(c, t, "chunk sizes do not add up to the snapshot size")
+	case !r.grow(t, len(c.Data)):
+		r.fail(t, fmt.Sprintf("the snapshots being received would buffer more than MaxSnapshotBytes %d", b.cfg.MaxSnapshotBytes))
 	default:
 		t.buf = append(t.buf, c.Data...)
 		t.next++
@@ -159,20 +162,44 @@ func (r *snapReceiver) handle(c *snapChunk) {
 	}
 }
 
-// begin starts a transfer from its chunk 0. A snapshot too large to buffer
-// is refused with a failed ack (a protocol answer: the sender should not
-// retry at once); a chunk 0 that lies about its content is dropped without
-// an answer, like any other drop. Either way begin returns nil.
+// grow makes room in t.buf for n more bytes and reports whether it could
+// within MaxSnapshotBytes, counted over the buffers of every transfer in
+// progress. The buffer grows with the data that actually arrived (doubling,
+// capped at the snapshot's claimed size), never from the claimed size
+// alone: a forged chunk 0 claiming a gigabyte costs the bytes it carries.
+// The caller has checked that n more bytes stay within t.size.
+func (r *snapReceiver) grow(t *inTransfer, n int) bool {
+	need := len(t.buf) + n
+	if need <= cap(t.buf) {
+		return true
+	}
+	size := int(t.size) // <= MaxSnapshotBytes, checked by begin
+	newCap := min(max(2*cap(t.buf), need), size)
+	if r.buffered-int64(cap(t.buf))+int64(newCap) > r.b.cfg.MaxSnapshotBytes {
+		return false
+	}
+	buf := make([]byte, len(t.buf), newCap)
+	copy(buf, t.buf)
+	r.buffered += int64(newCap - cap(t.buf))
+	t.buf = buf
+	return true
+}
+
+// begin starts a transfer from its chunk 0. A snapshot larger than
+// MaxSnapshotBytes is refused with a failed ack (a protocol answer: the
+// sender should not retry at once); a chunk 0 that lies about its content
+// is dropped without an answer, like any other drop. Either way begin
+// returns nil. Nothing is allocated for the claimed size.
 func (r *snapReceiver) begin(c *snapChunk) *inTransfer {
 	b := r.b
 	from := c.From
-	if c.Size > uint64(b.cfg.MaxSnapshotBytes) || r.reserved+int64(c.Size) > b.cfg.MaxSnapshotBytes {
+	if c.Size > uint64(b.cfg.MaxSnapshotBytes) {
 		b.meter.snapshotReceived(b.peerKey(from.ID), SnapshotFailed)
 		b.log.Warn("raftbridge: snapshot refused",
 			slog.String("peer_id", hexID(from.ID)),
 			slog.String("peer_incarnation", from.Incarnation.String()),
 			slog.Uint64("index", c.Index), slog.Uint64("bytes", c.Size),
-			slog.String("why", fmt.Sprintf("it would exceed MaxSnapshotBytes %d (%d reserved)", b.cfg.MaxSnapshotBytes, r.reserved)))
+			slog.String("why", fmt.Sprintf("it exceeds MaxSnapshotBytes %d", b.cfg.MaxSnapshotBytes)))
 		r.ack(from, c.Transfer, c.Index, ackFailed, 0)
 		return nil
 	}
@@ -189,15 +216,11 @@ func (r *snapReceiver) begin(c *snapChunk) *inTransfer {
 		b.dropChunk(from, DropMessageMismatch, "raftbridge: dropped snapshot chunk whose metadata disagrees with its envelope", nil)
 		return nil
 	}
-	// The sender passed the identity checks and the size is within the
-	// configured bound, so reserving it up front is safe; it also avoids
-	// the copies of growing the buffer.
 	t := &inTransfer{
 		from: from, id: c.Transfer, term: c.Term, index: c.Index, chunks: c.Chunks,
-		size: c.Size, crc: c.CRC, msg: m, buf: make([]byte, 0, c.Size), last: time.Now(),
+		size: c.Size, crc: c.CRC, msg: m, last: time.Now(),
 	}
 	r.transfers[from.ID] = t
-	r.reserved += int64(c.Size)
 	delete(r.finished, from.ID)
 	return t
 }
@@ -214,11 +237,7 @@ func (r *snapReceiver) complete(t *inTransfer) {
 	t.applying = true
 	m := t.msg
 	m.Snapshot.Data = t.buf
-	key := b.peerKey(t.from.ID)
-	if key == 0 {
-		b.meter.unknownSender(1)
-	}
-	b.meter.received(key, 1, 0, 0)
+	b.meter.received(b.peerKey(t.from.ID), 1, 0, 0)
 	from, id := t.from.ID, t.id
 	ok := b.spawn(func() {
 		ctx, cancel := context.WithTimeout(b.ctx, b.cfg.SnapshotApplyTimeout)
@@ -247,7 +266,7 @@ func (r *snapReceiver) applied(res applyResult) {
 		return
 	}
 	delete(r.transfers, res.from)
-	r.reserved -= int64(t.size)
+	r.release(t)
 	status, result := ackDone, SnapshotSuccess
 	if res.err != nil {
 		// Not a drop: the sender hears of it (failed ack) and Raft retries.
@@ -279,11 +298,16 @@ func (r *snapReceiver) fail(t *inTransfer, why string) {
 	r.ack(t.from, t.id, t.index, ackFailed, 0)
 }
 
-// abandon forgets a transfer and releases its reservation.
+// release stops counting t's buffer (the node owns it once applied).
+func (r *snapReceiver) release(t *inTransfer) {
+	r.buffered -= int64(cap(t.buf))
+}
+
+// abandon forgets a transfer and releases its buffer.
 func (r *snapReceiver) abandon(t *inTransfer, result SnapshotResult, why string) {
 	b := r.b
 	delete(r.transfers, t.from.ID)
-	r.reserved -= int64(t.size)
+	r.release(t)
 	b.meter.snapshotReceived(b.peerKey(t.from.ID), result)
 	b.log.Warn("raftbridge: snapshot transfer abandoned",
 		slog.String("peer_id", hexID(t.from.ID)),

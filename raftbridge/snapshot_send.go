@@ -31,12 +31,11 @@ type snapSenders struct {
 // data is the snapshot's data, immutable by raft's contract, so it is read
 // from the sender goroutine without a copy.
 type snapJob struct {
-	to       Endpoint
-	viaRoute bool
-	meta     []byte
-	data     []byte
-	term     uint64
-	index    uint64
+	to    Endpoint
+	meta  []byte
+	data  []byte
+	term  uint64
+	index uint64
 }
 
 // snapSender owns the transfers to one destination, one at a time.
@@ -65,7 +64,7 @@ func newSnapSenders(b *Bridge) *snapSenders {
 // destination. It marshals the message without its data there and then
 // (marshalling belongs to the raft loop) and hands the rest to the
 // destination's sender goroutine.
-func (s *snapSenders) enqueue(dst Endpoint, m *raftpb.Message, viaRoute bool) {
+func (s *snapSenders) enqueue(dst Endpoint, m *raftpb.Message) {
 	b := s.b
 	meta, err := proto.Marshal(withoutSnapshotData(m))
 	if err != nil {
@@ -74,7 +73,7 @@ func (s *snapSenders) enqueue(dst Endpoint, m *raftpb.Message, viaRoute bool) {
 	}
 	md := m.GetSnapshot().GetMetadata()
 	job := &snapJob{
-		to: dst, viaRoute: viaRoute, meta: meta, data: m.GetSnapshot().GetData(),
+		to: dst, meta: meta, data: m.GetSnapshot().GetData(),
 		term: md.GetTerm(), index: md.GetIndex(),
 	}
 	s.mu.Lock()
@@ -316,12 +315,8 @@ func (b *Bridge) destinationChanged(job *snapJob) string {
 	switch {
 	case ok && inc != job.to.Incarnation:
 		return "the destination's incarnation changed"
-	case !ok && !job.viaRoute:
-		return "the destination left the directory"
 	case !ok:
-		if rt, ok := b.routes.lookup(job.to.ID, dir); !ok || rt != job.to.Incarnation {
-			return "the provisional route to the destination expired or changed"
-		}
+		return "the destination left the directory"
 	}
 	return ""
 }

@@ -163,6 +163,30 @@ func (r *contractRun) createSnapshot() {
 	}
 	if merr == nil {
 		r.equalSnap("CreateSnapshot", ms, ss)
+		r.coverModel(i, ms.GetMetadata().GetTerm(), false)
+	}
+}
+
+// coverModel applies to the model the one deliberate difference from
+// MemoryStorage: a snapshot install (and, for a store written by an older
+// version, a reopen) raises the hard state to cover the snapshot, so that a
+// crash before the next Save leaves a store Raft can restart from. The
+// commit index rises to the snapshot index; an older term rises to the
+// snapshot's, with no vote. onlyIfSet skips a model that has no hard state.
+func (r *contractRun) coverModel(index, term uint64, onlyIfSet bool) {
+	hs, _, _ := r.mem.InitialState()
+	if onlyIfSet && hs == nil {
+		return
+	}
+	want := &raftpb.HardState{Term: new(hs.GetTerm()), Vote: new(hs.GetVote()), Commit: new(max(hs.GetCommit(), index))}
+	if hs.GetTerm() < term {
+		want.Term, want.Vote = new(term), new(uint64(0))
+	}
+	if proto.Equal(hs, want) || (hs == nil && want.GetCommit() == 0 && want.GetTerm() == 0) {
+		return
+	}
+	if err := r.mem.SetHardState(want); err != nil {
+		r.fatalf("model SetHardState: %v", err)
 	}
 }
 
@@ -205,6 +229,9 @@ func (r *contractRun) applySnapshot() {
 	if merr != serr {
 		r.fatalf("ApplySnapshot(%d): model err %v, store err %v", index, merr, serr)
 	}
+	if merr == nil {
+		r.coverModel(index, r.term, false)
+	}
 }
 
 // outOfRange exercises calls on which MemoryStorage panics.
@@ -243,6 +270,9 @@ func (r *contractRun) reopen() {
 	}
 	r.t.Cleanup(func() { _ = st.Close() })
 	r.st = st
+	first, _ := r.bounds()
+	term, _ := r.mem.Term(first - 1)
+	r.coverModel(first-1, term, true)
 }
 
 func (r *contractRun) equalSnap(what string, m, s *raftpb.Snapshot) {

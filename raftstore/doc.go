@@ -45,11 +45,18 @@
 //	n.Advance()
 //
 // An error from any of them means the node must stop: raft cannot go on
-// without its log. After a failed write the store refuses all further work
-// (ErrFailed) because its memory may no longer match the disk. Pebble itself
-// treats some I/O failures (a failed WAL sync) as fatal; the store then
-// logs and panics rather than keep running on a log it cannot trust, the
-// only exception to "no panics" in this package.
+// without its log. After a failed write (a failed commit, fsync or snapshot
+// file write, a full disk) the store refuses all further work, reads
+// included, with an error wrapping ErrFailed ("raftstore: storage failed,
+// the node must stop") and the cause: after a failed fsync the state of the
+// page cache, and so of the disk, is unknown, and a retried fsync can report
+// success for writes the kernel dropped (the lesson of PostgreSQL's
+// "fsyncgate"; etcd and Pebble stop too). Pebble itself treats a failed WAL
+// write or sync as fatal and calls its logger's Fatalf; the store turns
+// that into the error of the Save (or snapshot) that hit it rather than a
+// panic. A fatal error in one of Pebble's background goroutines (a flush
+// that cannot record its result in the MANIFEST) cannot be returned to
+// anyone and still panics: the only panic in this package.
 //
 // # Durability and fsync
 //
@@ -64,9 +71,45 @@
 //     record never names data that is not durable. Older snapshot files are
 //     deleted only after that commit. The newest Options.SnapshotsRetained
 //     files are kept.
-//   - Compact is committed without fsync: losing it in a crash only leaves
-//     a longer log, and since Pebble's WAL is ordered, the next synced write
-//     makes it durable too.
+//   - Compact and SaveCommit are committed without fsync: losing them in a
+//     crash only leaves a longer log or an older commit index, and since
+//     Pebble's WAL is ordered, the next synced write makes them durable too.
+//   - Open fsyncs the store directory and its parent, so that a store
+//     created by Open does not vanish with its acknowledged writes in a
+//     power loss (Pebble fsyncs only its own directory).
+//
+// # Crash consistency
+//
+// Every method that changes the log commits exactly one Pebble batch, and a
+// batch is atomic in a crash: after a power loss at any instant, Open finds
+// the store as it was after some prefix of the calls made, never half of
+// one, and no shorter than the last call that returned nil with fsync.
+// What each batch holds:
+//
+//   - Save: the entries, the deletion of a replaced suffix, the hard state.
+//   - ApplySnapshot: the snapshot record, the deletion of the whole log, the
+//     new truncation point and, when the saved hard state falls short of
+//     the snapshot, a hard state raised to cover it (commit at least the
+//     snapshot index; an older term raised to the snapshot's, with no
+//     vote). So a crash between ApplySnapshot and the Ready's Save leaves a
+//     store that raft.RestartNode accepts (it requires FirstIndex()-1 <=
+//     commit <= LastIndex()) instead of one that panics on every start.
+//   - CreateSnapshot: the snapshot record and, likewise, the commit index
+//     raised to the snapshot index (the snapshot covers applied, hence
+//     committed, entries), so a later Compact never leaves the commit index
+//     below the log.
+//   - Compact: the deletion of the entries and the new truncation point;
+//     it refuses to pass the snapshot, whose record was already fsynced.
+//
+// The snapshot data file is durable (file and directory fsynced) before
+// the batch naming it commits. A crash before that commit leaves a
+// temporary file or an unreferenced snapshot file: Open removes temporary
+// files and ignores unreferenced ones (it keeps those newer than the
+// record, see below), and the next snapshot install removes them. A
+// store written by an older version after the ApplySnapshot crash above
+// (commit below the truncation point) is repaired in memory by Open. The
+// tests in powerloss_test.go check all of this by losing power (Pebble's
+// vfs.NewCrashableMem) before every file-system operation of a workload.
 //
 // With NoSync nothing is fsynced. A process crash still loses nothing (the
 // kernel has the writes), but an OS crash or power loss can silently lose

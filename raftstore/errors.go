@@ -27,8 +27,12 @@ var (
 	// latest snapshot: compacting there would lose entries that no durable
 	// snapshot covers.
 	ErrCompactBeyondSnapshot = errors.New("raftstore: compaction beyond the latest snapshot")
-	// ErrFailed wraps the first write error. After a write fails the
-	// in-memory view may disagree with the disk, so every later call returns
-	// this error; reopen the store to recover.
-	ErrFailed = errors.New("raftstore: store failed")
+	// ErrFailed wraps the first write error (a failed commit, fsync or
+	// snapshot file write, including a full disk). After a failed fsync the
+	// state of the OS page cache, and so of the disk, is unknown (retrying
+	// the fsync can report success for data that was dropped), and the
+	// in-memory view may disagree with the disk. So the error is sticky:
+	// every later call, read or write, returns it. The node must stop;
+	// reopening the store recovers what is durable.
+	ErrFailed = errors.New("raftstore: storage failed, the node must stop")
 )

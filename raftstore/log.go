@@ -122,7 +122,7 @@ func (s *Store) save(hs *raftpb.HardState, entries []*raftpb.Entry, wo *pebble.W
 		// Readers must not see the old suffix in memory and the new one in
 		// Pebble, so they wait for the commit.
 		s.mu.Lock()
-		err := b.Commit(wo)
+		err := commitBatch(b, wo)
 		if err == nil {
 			update()
 		}
@@ -131,7 +131,7 @@ func (s *Store) save(hs *raftpb.HardState, entries []*raftpb.Entry, wo *pebble.W
 			return s.fail(fmt.Errorf("commit: %w", err))
 		}
 	} else {
-		if err := b.Commit(wo); err != nil {
+		if err := commitBatch(b, wo); err != nil {
 			return s.fail(fmt.Errorf("commit: %w", err))
 		}
 		s.mu.Lock()
@@ -324,7 +324,7 @@ func (s *Store) Compact(compactIndex uint64) error {
 	_ = b.Set(keyTruncated, next.encode(), nil)
 
 	s.mu.Lock()
-	err = b.Commit(pebble.NoSync)
+	err = commitBatch(b, pebble.NoSync)
 	if err == nil {
 		s.trunc = next
 		s.cache.dropBefore(compactIndex + 1)

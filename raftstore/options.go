@@ -70,8 +70,10 @@ type Options struct {
 	// current one. Default DefaultSnapshotsRetained (2). Must be at least 1.
 	SnapshotsRetained int
 
-	// fs replaces Pebble's file system in tests (to count fsyncs). nil uses
-	// the OS.
+	// fs replaces the file system in tests: every file the store touches
+	// (Pebble's and the snapshot files) goes through it, so tests can count
+	// fsyncs, inject I/O errors (vfs/errorfs) and simulate a power loss
+	// (vfs.NewCrashableMem). nil uses the OS (vfs.Default).
 	fs vfs.FS
 }
 
@@ -152,12 +154,15 @@ func (p pebbleLogger) Errorf(format string, args ...any) {
 }
 
 // Fatalf is called by Pebble for unrecoverable conditions (a failed WAL
-// sync, a broken invariant) and must not return: continuing would risk
-// acknowledging Raft state that is not on disk. It logs and panics, which is
-// the only way for a library to stop without os.Exit; CockroachDB crashes the
-// process in the same situation.
+// write or sync, a failed MANIFEST sync, a broken invariant) and must not
+// return: continuing would risk acknowledging Raft state that is not on
+// disk. It logs and panics with a *fatalError. On the committing goroutine
+// commitBatch recovers it into an error (the store then fails, see
+// ErrFailed); in one of Pebble's background goroutines (a flush or
+// compaction that cannot record its result) nothing can catch it and the
+// process stops, as CockroachDB does in the same situation.
 func (p pebbleLogger) Fatalf(format string, args ...any) {
-	msg := fmt.Sprintf(format, args...)
-	p.l.Error("fatal storage error", "err", msg)
-	panic("raftstore: pebble: " + msg)
+	fe := newFatalError(format, args)
+	p.l.Error("fatal storage error", "err", fe.msg)
+	panic(fe)
 }

@@ -9,10 +9,10 @@ import (
 	"hash/crc32"
 	"io"
 	"io/fs"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 // Snapshot data files live in <dir>/snap, one per snapshot, named
@@ -69,53 +69,81 @@ func snapHeader(index, term uint64, crc uint32, size uint64) []byte {
 	return binary.BigEndian.AppendUint32(h, crc32.Checksum(h, castagnoli))
 }
 
-// writeSnapFile writes data durably under its final name and returns the
-// record describing it: temp file, fsync, rename, fsync of the directory, so
-// that the name never refers to a partial file and survives a crash.
-func writeSnapFile(dir string, index, term uint64, data []byte, noSync bool) (*snapRecord, error) {
+// snapDir is the snapshot directory on the store's file system (the OS, or
+// an in-memory or error-injecting one in tests). Every file operation of the
+// store goes through fs, so that crash tests see all of them.
+type snapDir struct {
+	fs  vfs.FS
+	dir string
+}
+
+func (d snapDir) path(name string) string { return d.fs.PathJoin(d.dir, name) }
+
+// write writes data durably under its final name and returns the record
+// describing it. The order is what makes it crash-safe: write a temp file,
+// fsync it, rename it to its final name, fsync the directory. So the final
+// name never refers to a partial file, and once write returns the file and
+// its name survive a power loss; only then may a record naming it be
+// committed. A crash before that leaves a temp file or an unreferenced
+// snapshot file, which prune removes.
+func (d snapDir) write(index, term uint64, data []byte) (*snapRecord, error) {
 	crc := crc32.Checksum(data, castagnoli)
 	rec := &snapRecord{index: index, term: term, size: uint64(len(data)), crc: crc, file: snapFileName(index, term, crc)}
-	f, err := os.CreateTemp(dir, "snap-*"+snapTmpSuffix)
+	// writeMu serialises snapshot writes, so a fixed temp name cannot
+	// collide; Create replaces a temp file left by a crash.
+	tmp := d.path(rec.file + snapTmpSuffix)
+	f, err := d.fs.Create(tmp, vfs.WriteCategoryUnspecified)
 	if err != nil {
 		return nil, fmt.Errorf("raftstore: create snapshot file: %w", err)
 	}
-	tmp := f.Name()
 	fail := func(err error) (*snapRecord, error) {
 		_ = f.Close()
-		_ = os.Remove(tmp)
+		_ = d.fs.Remove(tmp)
 		return nil, fmt.Errorf("raftstore: write snapshot file %s: %w", tmp, err)
 	}
 	if _, err := f.Write(snapHeader(index, term, crc, rec.size)); err != nil {
 		return fail(err)
 	}
-	if _, err := f.Write(data); err != nil {
+	if err := writeCopy(f, data); err != nil {
 		return fail(err)
 	}
-	if !noSync {
-		if err := f.Sync(); err != nil {
-			return fail(err)
-		}
+	if err := f.Sync(); err != nil { // a no-op with Options.NoSync (noSyncFS)
+		return fail(fmt.Errorf("fsync: %w", err))
 	}
 	if err := f.Close(); err != nil {
-		_ = os.Remove(tmp)
+		_ = d.fs.Remove(tmp)
 		return nil, fmt.Errorf("raftstore: close snapshot file %s: %w", tmp, err)
 	}
-	if err := os.Rename(tmp, filepath.Join(dir, rec.file)); err != nil {
-		_ = os.Remove(tmp)
+	if err := d.fs.Rename(tmp, d.path(rec.file)); err != nil {
+		_ = d.fs.Remove(tmp)
 		return nil, fmt.Errorf("raftstore: rename snapshot file: %w", err)
 	}
-	if !noSync {
-		if err := syncDir(dir); err != nil {
-			return nil, err
-		}
+	if err := syncDir(d.fs, d.dir); err != nil {
+		return nil, err
 	}
 	return rec, nil
 }
 
+// writeCopy writes data through a bounded scratch buffer. A vfs.File may
+// clobber the buffer it is given (Pebble's MemFS does, on purpose, in
+// builds with invariants, such as -race), and data is the caller's and stays
+// cached as the latest snapshot, so it must not be handed to Write itself.
+func writeCopy(f vfs.File, data []byte) error {
+	buf := make([]byte, min(len(data), 1<<20))
+	for len(data) > 0 {
+		n := copy(buf, data)
+		if _, err := f.Write(buf[:n]); err != nil {
+			return err
+		}
+		data = data[n:]
+	}
+	return nil
+}
+
 // syncDir makes the directory entries (creations, renames, removals) in dir
 // durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
+func syncDir(fs vfs.FS, dir string) error {
+	d, err := fs.OpenDir(dir)
 	if err != nil {
 		return fmt.Errorf("raftstore: open directory for fsync: %w", err)
 	}
@@ -129,11 +157,11 @@ func syncDir(dir string) error {
 	return nil
 }
 
-// openSnapFile opens the file of rec and checks its header against rec. The
-// caller reads rec.size bytes of data from the returned reader.
-func openSnapFile(dir string, rec *snapRecord) (*os.File, error) {
-	path := filepath.Join(dir, rec.file)
-	f, err := os.Open(path)
+// open opens the file of rec and checks its header against rec. The caller
+// reads rec.size bytes of data from the returned reader.
+func (d snapDir) open(rec *snapRecord) (vfs.File, error) {
+	path := d.path(rec.file)
+	f, err := d.fs.Open(path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("%w: snapshot file %s is missing: %w", ErrCorrupt, path, err)
@@ -145,7 +173,7 @@ func openSnapFile(dir string, rec *snapRecord) (*os.File, error) {
 		_ = f.Close()
 		return nil, fmt.Errorf("raftstore: stat snapshot file: %w", err)
 	}
-	corrupt := func(why string) (*os.File, error) {
+	corrupt := func(why string) (vfs.File, error) {
 		_ = f.Close()
 		return nil, fmt.Errorf("%w: snapshot file %s: %s", ErrCorrupt, path, why)
 	}
@@ -173,9 +201,9 @@ func openSnapFile(dir string, rec *snapRecord) (*os.File, error) {
 	return f, nil
 }
 
-// readSnapFile loads and verifies the data of rec.
-func readSnapFile(dir string, rec *snapRecord) ([]byte, error) {
-	f, err := openSnapFile(dir, rec)
+// read loads and verifies the data of rec.
+func (d snapDir) read(rec *snapRecord) ([]byte, error) {
+	f, err := d.open(rec)
 	if err != nil {
 		return nil, err
 	}
@@ -185,14 +213,14 @@ func readSnapFile(dir string, rec *snapRecord) ([]byte, error) {
 		return nil, fmt.Errorf("raftstore: read snapshot file %s: %w", rec.file, err)
 	}
 	if crc32.Checksum(data, castagnoli) != rec.crc {
-		return nil, fmt.Errorf("%w: snapshot file %s: data checksum mismatch", ErrCorrupt, filepath.Join(dir, rec.file))
+		return nil, fmt.Errorf("%w: snapshot file %s: data checksum mismatch", ErrCorrupt, d.path(rec.file))
 	}
 	return data, nil
 }
 
-// verifySnapFile checks the data of rec in constant memory.
-func verifySnapFile(dir string, rec *snapRecord) error {
-	f, err := openSnapFile(dir, rec)
+// verify checks the data of rec in constant memory.
+func (d snapDir) verify(rec *snapRecord) error {
+	f, err := d.open(rec)
 	if err != nil {
 		return err
 	}
@@ -203,12 +231,12 @@ func verifySnapFile(dir string, rec *snapRecord) error {
 		return fmt.Errorf("raftstore: read snapshot file %s: %w", rec.file, err)
 	}
 	if uint64(n) != rec.size || h.Sum32() != rec.crc {
-		return fmt.Errorf("%w: snapshot file %s: data checksum mismatch", ErrCorrupt, filepath.Join(dir, rec.file))
+		return fmt.Errorf("%w: snapshot file %s: data checksum mismatch", ErrCorrupt, d.path(rec.file))
 	}
 	return nil
 }
 
-// pruneSnapFiles deletes leftovers in dir: temp files, all but the retain-1
+// prune deletes leftovers in the directory: temp files, all but the retain-1
 // newest snapshots older than the current one and, unless keepNewer, files
 // of snapshots at or above the current index that are not the current one
 // (an install that crashed before its record was committed). It runs only
@@ -216,8 +244,8 @@ func verifySnapFile(dir string, rec *snapRecord) error {
 // store needs. Open passes keepNewer: a newer file might also mean that the
 // store lost its latest writes, and then it is worth keeping for an
 // operator; the next install removes it.
-func pruneSnapFiles(dir string, current *snapRecord, retain int, keepNewer bool) (removed []string, err error) {
-	ents, err := os.ReadDir(dir)
+func (d snapDir) prune(current *snapRecord, retain int, keepNewer bool) (removed []string, err error) {
+	names, err := d.fs.List(d.dir)
 	if err != nil {
 		return nil, fmt.Errorf("raftstore: list snapshot directory: %w", err)
 	}
@@ -226,8 +254,8 @@ func pruneSnapFiles(dir string, current *snapRecord, retain int, keepNewer bool)
 		index uint64
 	}
 	var older []old
-	for _, e := range ents {
-		name := e.Name()
+	sort.Strings(names) // List's order is unspecified; keep the log stable
+	for _, name := range names {
 		switch {
 		case strings.HasSuffix(name, snapTmpSuffix):
 			removed = append(removed, name)
@@ -253,7 +281,7 @@ func pruneSnapFiles(dir string, current *snapRecord, retain int, keepNewer bool)
 		}
 	}
 	for _, name := range removed {
-		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := d.fs.Remove(d.path(name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return removed, fmt.Errorf("raftstore: remove old snapshot file: %w", err)
 		}
 	}

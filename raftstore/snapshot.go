@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 
+	"github.com/cockroachdb/pebble/v2"
 	"go.etcd.io/raft/v3"
 	raftpb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
@@ -51,7 +52,7 @@ func (s *Store) snapshotData(rec *snapRecord) ([]byte, error) {
 	if s.snapDataOK && s.snapDataFile == rec.file {
 		return s.snapData, nil
 	}
-	data, err := readSnapFile(s.snapDir, rec)
+	data, err := s.snaps.read(rec)
 	if err != nil {
 		return nil, err
 	}
@@ -80,8 +81,11 @@ func (r *snapRecord) snapshot(data []byte) (*raftpb.Snapshot, error) {
 // (latest snapshot index, LastIndex()]. cs is the conf state at i; nil keeps
 // the previous snapshot's. The data is written to its own file and fsynced
 // before the snapshot record is committed, so the record never points at
-// data that is not durable. The store keeps data (do not modify it
-// afterwards). The log is not compacted: call Compact.
+// data that is not durable. The same synced batch raises the stored commit
+// index to at least i (an applied entry is committed), so the log can later
+// be compacted up to i without leaving the commit index behind it. The store
+// keeps data (do not modify it afterwards). The log is not compacted: call
+// Compact.
 //
 // It returns raft.ErrSnapOutOfDate if i is not newer than the latest
 // snapshot and ErrOutOfRange if i > LastIndex().
@@ -114,11 +118,18 @@ func (s *Store) CreateSnapshot(i uint64, cs *raftpb.ConfState, data []byte) (*ra
 	b := s.db.NewBatch()
 	defer b.Close()
 	_ = b.Set(keySnapshot, rec.encode(), nil)
-	if err := b.Commit(s.writeOpts()); err != nil {
+	hs, err := s.coverHardState(b, i, term)
+	if err != nil {
+		return nil, err
+	}
+	if err := commitBatch(b, s.writeOpts()); err != nil {
 		return nil, s.fail(fmt.Errorf("commit snapshot record: %w", err))
 	}
 	s.mu.Lock()
 	s.snap = rec
+	if hs != nil {
+		s.hardState = hs
+	}
 	s.mu.Unlock()
 	s.installed(rec, data)
 	return rec.snapshot(data)
@@ -127,11 +138,16 @@ func (s *Store) CreateSnapshot(i uint64, cs *raftpb.ConfState, data []byte) (*ra
 // ApplySnapshot installs a snapshot received from the leader: its data is
 // made durable in a file, then one synced batch records it and discards the
 // whole log, which restarts right after the snapshot (MemoryStorage
-// semantics: even entries past the snapshot are dropped). The hard state is
-// not touched; save the Ready's hard state and entries with Save after this
-// call. It returns raft.ErrSnapOutOfDate if the snapshot is not newer than
-// the latest one (a snapshot at index 0 is accepted while no snapshot exists,
-// as when bootstrapping only a conf state).
+// semantics: even entries past the snapshot are dropped). The same batch
+// raises the stored hard state just enough for the store to restart on its
+// own: commit to at least the snapshot index (raft.RestartNode requires
+// FirstIndex()-1 <= commit <= LastIndex()) and, if it is older, term to the
+// snapshot's term with no vote. So a crash right after ApplySnapshot, before
+// Save, leaves a store that restarts. Save the Ready's hard state and
+// entries with Save after this call. It returns raft.ErrSnapOutOfDate if
+// the snapshot is not newer than the latest one (a snapshot at index 0 is
+// accepted while no snapshot exists, as when bootstrapping only a conf
+// state).
 func (s *Store) ApplySnapshot(snap *raftpb.Snapshot) error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
@@ -158,11 +174,18 @@ func (s *Store) ApplySnapshot(snap *raftpb.Snapshot) error {
 	_ = b.DeleteRange(logKey(0), logKeyEnd, nil)
 	_ = b.Set(keyTruncated, trunc.encode(), nil)
 	_ = b.Set(keySnapshot, rec.encode(), nil)
+	hs, err := s.coverHardState(b, index, term)
+	if err != nil {
+		return err
+	}
 
 	s.mu.Lock()
-	err = b.Commit(s.writeOpts())
+	err = commitBatch(b, s.writeOpts())
 	if err == nil {
 		s.snap, s.trunc, s.lastIndex = rec, trunc, index
+		if hs != nil {
+			s.hardState = hs
+		}
 		s.cache.reset()
 	}
 	s.mu.Unlock()
@@ -175,13 +198,15 @@ func (s *Store) ApplySnapshot(snap *raftpb.Snapshot) error {
 }
 
 // writeSnapshot writes the data file (if there is data) and returns the
-// record to commit. Call it with writeMu held.
+// record to commit. A failure is fatal for the store, like a failed commit:
+// after a failed fsync the file system's state is unknown. Call it with
+// writeMu held.
 func (s *Store) writeSnapshot(index, term uint64, confState, data []byte) (*snapRecord, error) {
 	rec := &snapRecord{index: index, term: term}
 	if len(data) > 0 {
 		var err error
-		if rec, err = writeSnapFile(s.snapDir, index, term, data, s.opts.NoSync); err != nil {
-			return nil, err
+		if rec, err = s.snaps.write(index, term, data); err != nil {
+			return nil, s.fail(err)
 		}
 	}
 	rec.confState = confState
@@ -195,7 +220,7 @@ func (s *Store) installed(rec *snapRecord, data []byte) {
 	s.snapData, s.snapDataFile, s.snapDataOK = data, rec.file, true
 	s.snapMu.Unlock()
 	s.metrics.snapshotBytes.Set(float64(rec.size))
-	removed, err := pruneSnapFiles(s.snapDir, rec, s.opts.SnapshotsRetained, false)
+	removed, err := s.snaps.prune(rec, s.opts.SnapshotsRetained, false)
 	if err != nil {
 		// Stale files waste space but do not affect correctness; Open
 		// retries the cleanup.
@@ -204,4 +229,44 @@ func (s *Store) installed(rec *snapRecord, data []byte) {
 	if len(removed) > 0 {
 		s.log.Debug("removed old snapshot files", "files", removed)
 	}
+}
+
+// coverHardState adds to b the hard state a snapshot at (index, term)
+// requires, if the saved one falls short (see coverSnapshot), and returns
+// it, or nil if nothing changes. Call it with writeMu held.
+func (s *Store) coverHardState(b *pebble.Batch, index, term uint64) (*raftpb.HardState, error) {
+	hs := coverSnapshot(s.hardState, index, term)
+	if hs == nil {
+		return nil, nil
+	}
+	v, err := proto.Marshal(hs)
+	if err != nil {
+		return nil, fmt.Errorf("raftstore: encode hard state: %w", err)
+	}
+	_ = b.Set(keyHardState, v, nil)
+	return hs, nil
+}
+
+// coverSnapshot returns hs raised to cover a snapshot at (index, term), or
+// nil if hs already does. Everything a snapshot covers is committed, so the
+// commit index may rise to index; Raft refuses to restart with a commit
+// index below the log's start. A term older than the snapshot's rises to it
+// with no vote: this node cannot have voted in that term, because a vote is
+// sent only after the hard state carrying it is durable, and that hard state
+// would have the newer term.
+func coverSnapshot(hs *raftpb.HardState, index, term uint64) *raftpb.HardState {
+	if hs.GetCommit() >= index && hs.GetTerm() >= term {
+		return nil
+	}
+	out := &raftpb.HardState{Term: new(hs.GetTerm()), Vote: new(hs.GetVote()), Commit: new(hs.GetCommit())}
+	if hs != nil {
+		out = proto.Clone(hs).(*raftpb.HardState)
+	}
+	if out.GetCommit() < index {
+		out.Commit = new(index)
+	}
+	if out.GetTerm() < term {
+		out.Term, out.Vote = new(term), new(uint64(0))
+	}
+	return out
 }

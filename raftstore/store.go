@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -20,7 +18,7 @@ import (
 // while the node's Ready loop writes.
 type Store struct {
 	dir     string // the store directory given to Open
-	snapDir string
+	snaps   snapDir
 	opts    Options
 	log     *slog.Logger
 	metrics *metrics
@@ -66,17 +64,24 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{
-		dir:     dir,
-		snapDir: filepath.Join(dir, snapDirName),
-		opts:    opts,
-		log:     opts.Logger.With("component", "raftstore", "dir", dir),
-		snap:    &snapRecord{},
+		dir:   dir,
+		snaps: snapDir{fs: opts.fs, dir: opts.fs.PathJoin(dir, snapDirName)},
+		opts:  opts,
+		log:   opts.Logger.With("component", "raftstore", "dir", dir),
+		snap:  &snapRecord{},
 	}
 	s.cache.maxBytes = opts.EntryCacheSize
-	if err := os.MkdirAll(s.snapDir, 0o700); err != nil {
-		return nil, fmt.Errorf("raftstore: create %s: %w", s.snapDir, err)
+	if err := opts.fs.MkdirAll(s.snaps.dir, 0o700); err != nil {
+		return nil, fmt.Errorf("raftstore: create %s: %w", s.snaps.dir, err)
 	}
-	dbDir := filepath.Join(dir, pebbleDirName)
+	// Directories MkdirAll may just have created must survive a power loss
+	// before anything in them is relied on: Pebble fsyncs only db/ itself.
+	for _, d := range []string{opts.fs.PathDir(dir), dir} {
+		if err := syncDir(opts.fs, d); err != nil {
+			return nil, err
+		}
+	}
+	dbDir := opts.fs.PathJoin(dir, pebbleDirName)
 	if err := createIfMissing(dbDir, &opts); err != nil {
 		return nil, err
 	}
@@ -105,7 +110,10 @@ func Open(dir string, opts Options) (*Store, error) {
 // some malformed files) into an error.
 func openPebble(dir string, po *pebble.Options) (db *pebble.DB, err error) {
 	defer func() {
-		if r := recover(); r != nil {
+		r := recover()
+		if fe, ok := r.(*fatalError); ok { // an I/O failure, not bad data
+			db, err = nil, fmt.Errorf("raftstore: open pebble at %s: %w", dir, fe)
+		} else if r != nil {
 			db, err = nil, fmt.Errorf("%w: open pebble at %s: %v", ErrCorrupt, dir, r)
 		}
 	}()
@@ -186,15 +194,36 @@ func (s *Store) load() error {
 		return err
 	}
 	if s.snap.file != "" {
-		if err := verifySnapFile(s.snapDir, s.snap); err != nil {
+		if err := s.snaps.verify(s.snap); err != nil {
 			return err
 		}
 	}
-	removed, err := pruneSnapFiles(s.snapDir, s.snap, s.opts.SnapshotsRetained, true)
+	s.repairCommit()
+	removed, err := s.snaps.prune(s.snap, s.opts.SnapshotsRetained, true)
 	if len(removed) > 0 {
 		s.log.Info("removed stale snapshot files", "files", removed)
 	}
 	return err
+}
+
+// repairCommit raises, in memory, a saved commit index that lies below the
+// log's truncation point. Raft refuses to restart with such a hard state
+// ("state.commit is out of range"). Earlier versions left one behind when
+// the node crashed between ApplySnapshot and Save; everything up to the
+// truncation point is covered by a snapshot, hence committed, so raising the
+// commit index is safe. The next Save writes it.
+func (s *Store) repairCommit() {
+	if s.hardState == nil {
+		return // raft starts from the log's start without a hard state
+	}
+	hs := coverSnapshot(s.hardState, s.trunc.index, s.trunc.term)
+	if hs == nil {
+		return
+	}
+	s.log.Warn("saved hard state is behind the log's truncation point; raising it",
+		"commit", s.hardState.GetCommit(), "term", s.hardState.GetTerm(),
+		"truncated_index", s.trunc.index, "truncated_term", s.trunc.term)
+	s.hardState = hs
 }
 
 // createIfMissing creates a new store's database atomically: it is built
@@ -204,13 +233,14 @@ func (s *Store) load() error {
 // write-ahead log) is reported as corrupt rather than silently treated as
 // new.
 func createIfMissing(dbDir string, opts *Options) error {
-	if _, err := os.Stat(dbDir); err == nil {
+	fsys := opts.fs
+	if _, err := fsys.Stat(dbDir); err == nil {
 		return nil
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("raftstore: %w", err)
 	}
 	tmp := dbDir + ".init"
-	if err := os.RemoveAll(tmp); err != nil { // left by a crash during creation
+	if err := fsys.RemoveAll(tmp); err != nil { // left by a crash during creation
 		return fmt.Errorf("raftstore: remove %s: %w", tmp, err)
 	}
 	db, err := openPebble(tmp, opts.pebbleOptions())
@@ -220,18 +250,15 @@ func createIfMissing(dbDir string, opts *Options) error {
 	b := db.NewBatch()
 	_ = b.Set(keyVersion, encodeVersion(formatVersion), nil)
 	_ = b.Set(keyTruncated, truncatedState{}.encode(), nil)
-	err = b.Commit(pebble.Sync)
+	err = commitBatch(b, pebble.Sync)
 	err = errors.Join(err, b.Close(), db.Close())
 	if err != nil {
 		return fmt.Errorf("raftstore: initialise %s: %w", tmp, err)
 	}
-	if err := os.Rename(tmp, dbDir); err != nil {
+	if err := fsys.Rename(tmp, dbDir); err != nil {
 		return fmt.Errorf("raftstore: %w", err)
 	}
-	if opts.NoSync {
-		return nil
-	}
-	return syncDir(filepath.Dir(dbDir))
+	return syncDir(fsys, fsys.PathDir(dbDir)) // a no-op with NoSync (noSyncFS)
 }
 
 // loadLogBounds finds the last index and checks that the log starts right

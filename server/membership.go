@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 
+	"github.com/raftbus/raftbus/datadir"
 	"github.com/raftbus/raftbus/membership"
 	"github.com/raftbus/raftbus/node"
 )
@@ -25,7 +29,7 @@ func (a clusterAdapter) Self() (membership.HexID, uuid.UUID) {
 func (a clusterAdapter) Leader() membership.HexID { return membership.HexID(a.n.Leader()) }
 
 func toRecordMember(m node.Member) membership.Member {
-	return membership.Member{ID: membership.HexID(m.ID), Name: m.Name, Incarnation: m.Incarnation, ClientURL: m.ClientURL, Learner: m.Learner}
+	return membership.Member{ID: membership.HexID(m.ID), Name: m.Name, Incarnation: m.Incarnation, ClientURL: m.ClientURL, Learner: m.Learner, PublicKey: m.PublicKey}
 }
 
 func (a clusterAdapter) State() membership.State {
@@ -42,9 +46,20 @@ func (a clusterAdapter) State() membership.State {
 	for _, m := range ms.Members {
 		st.Members = append(st.Members, toRecordMember(m))
 	}
+	// The node records a removal or promotion under the Raft ID alone;
+	// the stream's records name the whole member (incarnation and key),
+	// taken from the change that added it, so that a removed node can
+	// check that a removal names its exact incarnation.
+	byID := map[uint64]node.Member{}
 	for _, h := range ms.History {
+		m := h.Member
+		if h.Rejected == "" && (h.Op == node.OpAdd || h.Op == node.OpAddLearner) {
+			byID[m.ID] = m
+		} else if added, ok := byID[m.ID]; ok && m.Incarnation == uuid.Nil {
+			m = added
+		}
 		st.History = append(st.History, membership.Settled{
-			Committed: membership.Committed{Index: h.Index, Op: h.Op, Member: toRecordMember(h.Member), RequestID: h.RequestID, Version: h.Index},
+			Committed: membership.Committed{Index: h.Index, Op: h.Op, Member: toRecordMember(m), RequestID: h.RequestID, Version: h.Index},
 			Rejected:  h.Rejected, Code: h.Code,
 		})
 	}
@@ -56,7 +71,7 @@ func (a clusterAdapter) State() membership.State {
 
 func (a clusterAdapter) Change(ctx context.Context, requestID, op string, m membership.Member) (uint64, error) {
 	idx, err := a.n.ChangeMembership(ctx, node.MembershipChange{RequestID: requestID, Op: op,
-		Member: node.Member{ID: uint64(m.ID), Name: m.Name, Incarnation: m.Incarnation, ClientURL: m.ClientURL}})
+		Member: node.Member{ID: uint64(m.ID), Name: m.Name, Incarnation: m.Incarnation, ClientURL: m.ClientURL, PublicKey: m.PublicKey}})
 	switch code := node.RejectionCode(err); {
 	case err == nil:
 		return idx, nil
@@ -84,3 +99,85 @@ func (a clusterAdapter) TransferLeadership(ctx context.Context) error {
 func (a clusterAdapter) CaughtUp(id membership.HexID) bool { return a.n.CaughtUp(uint64(id), 16) }
 
 func (a clusterAdapter) Removed(reason string) { a.n.MarkRemoved(reason) }
+
+// loadKey loads the incarnation's key, first giving a directory created
+// before keys existed one (datadir.EnsureKey). The caller holds the lock.
+func loadKey(dir string, id *datadir.Identity) (*datadir.Identity, nkeys.KeyPair, error) {
+	if id.PublicKey == "" {
+		var err error
+		if id, err = datadir.EnsureKey(dir); err != nil {
+			return nil, nil, err
+		}
+	}
+	kp, err := datadir.LoadKey(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	return id, kp, nil
+}
+
+// bootstrapKeys fills in and checks the public keys of the initial
+// members: the bootstrap entries are the first member records, and every
+// member verifies the others' membership records against them, so callers
+// should give every member's key (datadir.Identity.PublicKey). A
+// single-node bootstrap of this node may leave its key out: it is filled
+// in from the identity (no other node writes these entries, so they cannot
+// diverge). A member without a key can bootstrap, but readers of the
+// membership stream reject every record it signs; missing keys are
+// returned so that the caller can warn.
+func bootstrapKeys(peers []node.Member, id *datadir.Identity) (_ []node.Member, missing []string, _ error) {
+	if len(peers) == 0 {
+		return peers, nil, nil
+	}
+	peers = slices.Clone(peers)
+	for i := range peers {
+		p := &peers[i]
+		if p.Incarnation == id.Incarnation {
+			if p.PublicKey == "" && len(peers) == 1 {
+				p.PublicKey = id.PublicKey
+			}
+			if p.PublicKey != "" && p.PublicKey != id.PublicKey {
+				return nil, nil, fmt.Errorf("server: bootstrap member %s names key %s, but %s has key %s", node.HexID(p.ID), p.PublicKey, id, id.PublicKey)
+			}
+		}
+		switch {
+		case p.PublicKey == "":
+			missing = append(missing, node.HexID(p.ID))
+		case !nkeys.IsValidPublicUserKey(p.PublicKey):
+			return nil, nil, fmt.Errorf("server: bootstrap member %s (%s) has public key %q, which is not an nkey user key", node.HexID(p.ID), p.Name, p.PublicKey)
+		}
+	}
+	return peers, missing, nil
+}
+
+// joinMembers returns the cluster's current members as the membership
+// stream's verified records give them (membership.Rebuild), for a node
+// that joins with empty storage. Without them it could not admit the
+// leader's first messages; on failure it logs and returns none (the node
+// then waits for a leader it can admit, which never comes, so the problem
+// is logged at error level).
+func (s *Server) joinMembers(cluster uuid.UUID) []node.Member {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	js, err := jetstream.New(s.cfg.Conn)
+	if err == nil {
+		var st *membership.Stream
+		if st, err = membership.OpenStream(ctx, membership.StreamConfig{JS: js, Prefix: s.prefix(), Cluster: cluster}); err == nil {
+			var recs []membership.Record
+			if recs, err = st.ReadAll(ctx, membership.KindCommitted); err == nil {
+				d := membership.Rebuild(recs)
+				var out []node.Member
+				for _, m := range d.Sorted() {
+					out = append(out, node.Member{ID: uint64(m.ID), Name: m.Name, Incarnation: m.Incarnation,
+						ClientURL: m.ClientURL, Learner: m.Learner, PublicKey: m.PublicKey})
+				}
+				if len(d.Rejected) > 0 {
+					s.log.Warn("skipped membership records while learning the members to join", "rejected", d.RejectedCounts())
+				}
+				return out
+			}
+		}
+	}
+	s.log.Error("cannot learn the cluster's members from the membership stream; the leader's messages will be dropped as unknown", "err", err)
+	return nil
+}

@@ -19,10 +19,10 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"go.etcd.io/raft/v3"
 
 	"github.com/raftbus/raftbus/bus"
 	"github.com/raftbus/raftbus/bus/natsbus"
@@ -49,12 +49,20 @@ type Config struct {
 	// Listen is the HTTP API address. Default 127.0.0.1:0 (any free port).
 	Listen string
 	// Bootstrap lists the initial members of a new cluster, this node
-	// included. It is used only on the first start of an empty directory.
+	// included. It is used only while the Raft state is empty and the
+	// directory's first start has not succeeded (a retry after a failed
+	// first start bootstraps again, with the same identity).
 	Bootstrap []node.Member
-	// Joining says the node was just added to an existing cluster, so its
-	// Raft state may legitimately be empty. Without it (or Bootstrap), an
-	// identity with a Raft ID but no Raft state is refused: the log was
-	// lost, and a node that may have voted must not come back as itself.
+	// Joining says the node was added to an existing cluster and waits for
+	// the leader to send it the Raft state. Like Bootstrap it only permits
+	// empty Raft state before the first start succeeded.
+	//
+	// The rule: the first time the node's Raft state becomes durable, Start
+	// records it in the data directory (datadir.MarkStarted). From then on,
+	// empty Raft state is refused with ErrLostLog whatever Bootstrap and
+	// Joining say: the log was lost, and a member that may have voted must
+	// not come back as itself. Before that, empty state needs Bootstrap or
+	// Joining (else ErrNeverStarted).
 	Joining bool
 	// NoSync turns off fsync of Raft state: for benchmarks and tests only;
 	// a crash may lose acknowledged writes.
@@ -83,6 +91,7 @@ type Server struct {
 	bus      *natsbus.Bus
 	node     *node.Node
 	members  *membership.Manager
+	key      nkeys.KeyPair // the incarnation's key: signs membership records
 	status   *nats.Subscription
 	registry *prometheus.Registry
 	http     *http.Server
@@ -90,6 +99,9 @@ type Server struct {
 
 	stopOnce sync.Once
 	httpDone chan struct{}
+	// firstStop ends recordFirstStart; firstDone is closed when it ended
+	// (at once if this was not a first start).
+	firstStop, firstDone chan struct{}
 }
 
 // Start opens the data directory and starts the node and its HTTP API.
@@ -109,7 +121,7 @@ func Start(cfg Config) (_ *Server, err error) {
 	if cfg.MaxValueBytes == 0 {
 		cfg.MaxValueBytes = 512 << 10
 	}
-	s := &Server{cfg: cfg, httpDone: make(chan struct{})}
+	s := &Server{cfg: cfg, httpDone: make(chan struct{}), firstStop: make(chan struct{}), firstDone: make(chan struct{})}
 	// Undo whatever was opened if a later step fails.
 	var closers []func()
 	defer func() {
@@ -130,28 +142,43 @@ func Start(cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if id, s.key, err = loadKey(cfg.DataDir, id); err != nil {
+		return nil, err
+	}
+	var keyless []string
+	if cfg.Bootstrap, keyless, err = bootstrapKeys(cfg.Bootstrap, id); err != nil {
+		return nil, err
+	}
+	s.cfg.Bootstrap = cfg.Bootstrap
 	if err := id.Check(cfg.Expect); err != nil {
 		return nil, err
 	}
 	if id.ClusterID == uuid.Nil || id.RaftID == 0 {
-		return nil, fmt.Errorf("server: data directory %s has no cluster or Raft ID yet (identity %s)", cfg.DataDir, id)
+		return nil, fmt.Errorf("server: %s: it has no cluster or Raft ID yet (a joining node gets its Raft ID from 'raftbus member add')", id)
 	}
 	s.identity = id
 	s.log = cfg.Logger.With("node", id.Name)
+	if len(keyless) > 0 {
+		s.log.Warn("bootstrap members without a public key: membership records they sign will be rejected by every reader", "members", keyless)
+	}
+
+	// Listen first: a port that is taken fails the start before anything
+	// is written.
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("server: listen for HTTP on %s: %w", cfg.Listen, err)
+	}
+	closers = append(closers, func() { _ = ln.Close() })
+	s.addr = ln.Addr().String()
 
 	s.store, err = raftstore.Open(datadir.RaftDir(cfg.DataDir), raftstore.Options{Logger: s.log, NoSync: cfg.NoSync})
 	if err != nil {
 		return nil, err
 	}
 	closers = append(closers, func() { _ = s.store.Close() })
-
-	if len(cfg.Bootstrap) == 0 && !cfg.Joining {
-		if empty, err := storageEmpty(s.store); err != nil {
-			return nil, err
-		} else if empty {
-			return nil, fmt.Errorf("server: data directory %s holds identity %s but no Raft state: its Raft log was lost. A member that may have voted must not return under the same identity; wipe %s and join the cluster again as a new member",
-				cfg.DataDir, id, cfg.DataDir)
-		}
+	firstStart, err := s.checkRaftState()
+	if err != nil {
+		return nil, err
 	}
 
 	s.registry = prometheus.NewRegistry()
@@ -165,13 +192,6 @@ func Start(cfg Config) (_ *Server, err error) {
 	}
 	closers = append(closers, func() { _ = s.bus.Close() })
 
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("server: listen for HTTP on %s: %w", cfg.Listen, err)
-	}
-	closers = append(closers, func() { _ = ln.Close() })
-	s.addr = ln.Addr().String()
-
 	s.kv = kv.NewStore()
 	nc := cfg.Node
 	nc.Cluster, nc.ID, nc.Incarnation, nc.Name = id.ClusterID, id.RaftID, id.Incarnation, id.Name
@@ -179,6 +199,11 @@ func Start(cfg Config) (_ *Server, err error) {
 	nc.Peers = cfg.Bootstrap
 	nc.Storage, nc.StateMachine, nc.Bus = s.store, s.kv, s.bus
 	nc.Logger, nc.Registerer = s.log, s.registry
+	if cfg.Joining && len(nc.JoinMembers) == 0 {
+		// The bridge admits only members: a joining node learns the current
+		// ones from the verified records of the membership stream.
+		nc.JoinMembers = s.joinMembers(id.ClusterID)
+	}
 	s.node, err = node.New(nc)
 	if err != nil {
 		return nil, err
@@ -195,6 +220,7 @@ func Start(cfg Config) (_ *Server, err error) {
 		Cluster: clusterAdapter{s.node},
 		Announce: membership.Announce{Name: id.Name, ClientURL: s.URL(), DataDir: cfg.DataDir, Host: host,
 			Software: "raftbus"},
+		Signer: s.key,
 		Logger: s.log,
 	})
 	if err != nil {
@@ -224,6 +250,11 @@ func Start(cfg Config) (_ *Server, err error) {
 			s.log.Error("HTTP server failed", "err", err)
 		}
 	}()
+	if firstStart {
+		go s.recordFirstStart()
+	} else {
+		close(s.firstDone)
+	}
 	s.log.Info("serving HTTP API", "url", s.URL())
 	return s, nil
 }
@@ -240,11 +271,15 @@ func (s *Server) prefix() string {
 type Status struct {
 	node.Status
 	MembershipProblem string `json:"membership_problem,omitempty"`
+	// MembershipRejected counts the committed membership records this
+	// node skipped (unsigned, badly signed, unauthorised, malformed), by
+	// reason.
+	MembershipRejected map[string]int `json:"membership_rejected,omitempty"`
 }
 
 // Status returns the node's status.
 func (s *Server) Status() Status {
-	return Status{Status: s.node.Status(), MembershipProblem: s.members.Problem()}
+	return Status{Status: s.node.Status(), MembershipProblem: s.members.Problem(), MembershipRejected: s.members.Rejected()}
 }
 
 func (s *Server) nodeStatus() membership.NodeStatus {
@@ -309,26 +344,11 @@ func (s *Server) stopMembership() {
 }
 
 func (s *Server) closeResources() {
+	close(s.firstStop)
+	<-s.firstDone
 	_ = s.bus.Close()
 	if err := s.store.Close(); err != nil {
 		s.log.Warn("closing raft storage", "err", err)
 	}
 	_ = s.unlock()
-}
-
-// storageEmpty reports whether Raft storage holds nothing at all.
-func storageEmpty(st *raftstore.Store) (bool, error) {
-	hs, _, err := st.InitialState()
-	if err != nil {
-		return false, err
-	}
-	last, err := st.LastIndex()
-	if err != nil {
-		return false, err
-	}
-	snap, err := st.Snapshot()
-	if err != nil {
-		return false, err
-	}
-	return raft.IsEmptyHardState(hs) && last == 0 && raft.IsEmptySnap(snap), nil
 }

@@ -13,6 +13,7 @@ import (
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 
 	"github.com/raftbus/raftbus/internal/cli"
 	"github.com/raftbus/raftbus/internal/testnats"
@@ -64,7 +65,16 @@ func (c *srvCluster) waitBound() *membership.Stream {
 func announceFake(t *testing.T, s *membership.Stream, name string) uuid.UUID {
 	t.Helper()
 	inc := mustV7(t)
-	if err := s.Announce(context.Background(), membership.Announce{Incarnation: inc, Name: name, Protocol: 1}); err != nil {
+	// A node announces on its own subject, signed with its key.
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	as, err := s.As(inc, kp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := as.Announce(context.Background(), membership.Announce{Incarnation: inc, Name: name, Protocol: 1}); err != nil {
 		t.Fatal(err)
 	}
 	return inc
@@ -165,12 +175,16 @@ func TestMemberPermissionDenied(t *testing.T) {
 	nc := testnats.Connect(t, ns, nats.UserInfo("admin", "pw"))
 	js, _ := jetstream.New(nc)
 	cluster := uuid.New()
-	s, err := membership.CreateStream(context.Background(), membership.StreamConfig{JS: js, Cluster: cluster})
+	// The bootstrap record of a one-node cluster, written (signed) by it.
+	kp, _ := nkeys.CreateUser()
+	pub, _ := kp.PublicKey()
+	inc := mustV7(t)
+	s, err := membership.CreateStream(context.Background(), membership.StreamConfig{JS: js, Cluster: cluster, Incarnation: inc, Signer: kp})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := s.PublishCommitted(context.Background(), membership.Committed{Index: 1, Op: membership.OpAdd, Version: 1,
-		Member: membership.Member{ID: 1, Name: "n1", Incarnation: uuid.New()}}); err != nil {
+		Member: membership.Member{ID: 1, Name: "n1", Incarnation: inc, PublicKey: pub}}); err != nil {
 		t.Fatal(err)
 	}
 	_, errOut, code := runCLI(t, "member", "remove", "n1", "-s", ns.ClientURL(), "--user", "reader", "--password", "pw", "--cluster", cluster.String(), "--timeout", "3s")

@@ -55,7 +55,7 @@ func newSrvClusterOn(t *testing.T, servers []*natsserver.Server, n int, tune nod
 			t.Fatal(err)
 		}
 		c.dirs, c.idents = append(c.dirs, dir), append(c.idents, id)
-		boot = append(boot, node.Member{ID: id.RaftID, Name: id.Name, Incarnation: id.Incarnation})
+		boot = append(boot, node.Member{ID: id.RaftID, Name: id.Name, Incarnation: id.Incarnation, PublicKey: id.PublicKey})
 	}
 	c.servers = make([]*server.Server, n)
 	for i := range c.dirs {

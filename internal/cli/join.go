@@ -23,7 +23,18 @@ func awaitAdmission(ctx context.Context, g *globals, f *nodeFlags, nc *nats.Conn
 	if err != nil {
 		return nil, withCode(ExitUnreachable, err)
 	}
-	cfg := membership.StreamConfig{JS: js, Prefix: f.prefix, Cluster: id.ClusterID}
+	// The announcement is signed with the incarnation's key; `member add`
+	// takes the key from it into the replicated member record.
+	if id.PublicKey == "" {
+		if id, err = datadir.EnsureKey(f.data); err != nil {
+			return nil, err
+		}
+	}
+	kp, err := datadir.LoadKey(f.data)
+	if err != nil {
+		return nil, err
+	}
+	cfg := membership.StreamConfig{JS: js, Prefix: f.prefix, Cluster: id.ClusterID, Incarnation: id.Incarnation, Signer: kp}
 	octx, cancel := context.WithTimeout(ctx, f.nats.timeout)
 	s, err := membership.OpenStream(octx, cfg)
 	cancel()
@@ -47,16 +58,20 @@ func awaitAdmission(ctx context.Context, g *globals, f *nodeFlags, nc *nats.Conn
 	var admitted membership.HexID
 	var refused error
 	for admitted == 0 && refused == nil {
+		// Only verified committed changes count: a forged "add" must not
+		// hand this node a Raft ID, nor a forged "remove" refuse it.
+		d := membership.NewDirectory()
 		err := s.Watch(ctx, 1, func(r membership.Record) bool {
-			c := r.Committed
-			if c.Member.Incarnation != id.Incarnation {
-				return true
-			}
-			switch c.Op {
-			case membership.OpAdd, membership.OpAddLearner:
-				admitted = c.Member.ID
-			case membership.OpRemove:
-				refused = fmt.Errorf("incarnation %s was removed from cluster %s; wipe %s to join again as a new incarnation", id.Incarnation, id.ClusterID, f.data)
+			for _, c := range d.Add(r) {
+				if c.Member.Incarnation != id.Incarnation {
+					continue
+				}
+				switch c.Op {
+				case membership.OpAdd, membership.OpAddLearner:
+					admitted = c.Member.ID
+				case membership.OpRemove:
+					refused = fmt.Errorf("incarnation %s was removed from cluster %s; wipe %s to join again as a new incarnation", id.Incarnation, id.ClusterID, f.data)
+				}
 			}
 			return admitted == 0 && refused == nil
 		}, membership.KindCommitted)

@@ -214,8 +214,9 @@ func requester() string {
 	return who + "@" + host
 }
 
-// submit records a request and waits for its outcome.
-func (s *session) submit(ctx context.Context, req membership.Request) (membership.Outcome, error) {
+// submit records a request and waits for its outcome, accepting only one
+// signed by a member of d.
+func (s *session) submit(ctx context.Context, d *membership.Directory, req membership.Request) (membership.Outcome, error) {
 	last, err := s.stream.LastRequestSeq(ctx)
 	if err != nil {
 		return membership.Outcome{}, s.classify(err)
@@ -224,7 +225,7 @@ func (s *session) submit(ctx context.Context, req membership.Request) (membershi
 	if _, err := s.stream.Submit(ctx, req, last); err != nil {
 		return membership.Outcome{}, s.classify(err)
 	}
-	out, err := s.stream.WaitOutcome(ctx, req.ID)
+	out, err := s.stream.WaitOutcome(ctx, req.ID, d)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
 			return out, withCode(ExitTimeout, fmt.Errorf("no outcome for request %s within --timeout: the cluster may have no leader; the request stays recorded and is applied when a leader processes it (check 'raftbus member list')", req.ID))
@@ -289,7 +290,9 @@ func runAdd(ctx context.Context, g *globals, f *memberFlags, s *session, d *memb
 	if f.learner {
 		op = membership.OpAddLearner
 	}
-	out, err := s.submit(ctx, membership.Request{Op: op, Name: name, Incarnation: cand.Incarnation, ClientURL: cand.ClientURL, ExpectVersion: d.Version})
+	// The key comes from the candidate's verified, self-signed announcement.
+	out, err := s.submit(ctx, d, membership.Request{Op: op, Name: name, Incarnation: cand.Incarnation, ClientURL: cand.ClientURL,
+		PublicKey: cand.PublicKey, ExpectVersion: d.Version})
 	if err != nil {
 		return err
 	}
@@ -343,7 +346,7 @@ func runChange(ctx context.Context, g *globals, f *memberFlags, s *session, d *m
 	if op == membership.OpPromote && !m.Learner {
 		return withCode(ExitPrecondition, fmt.Errorf("member %s (%s) is not a learner: only learners can be promoted", m.ID, m.Name))
 	}
-	out, err := s.submit(ctx, membership.Request{Op: op, RaftID: m.ID, Name: m.Name, ExpectVersion: d.Version})
+	out, err := s.submit(ctx, d, membership.Request{Op: op, RaftID: m.ID, Name: m.Name, ExpectVersion: d.Version})
 	if err != nil {
 		return err
 	}
@@ -428,24 +431,41 @@ func memberHistory(ctx context.Context, g *globals, f *memberFlags) error {
 	if err != nil {
 		return s.classify(err)
 	}
+	// Records the directory does not accept are shown as rejected, with
+	// the reason, and never acted upon.
+	d := membership.Rebuild(recs)
 	if f.writeOut == "json" {
 		type row struct {
 			Seq uint64 `json:"seq"`
 			membership.Record
+			Rejected *membership.RejectedRecord `json:"rejected,omitempty"`
 		}
 		out := make([]row, len(recs))
 		for i, r := range recs {
 			out[i] = row{Seq: r.Seq, Record: r}
+			if rr, ok := d.RejectedAt(r.Seq); ok {
+				out[i].Rejected = &rr
+			}
 		}
-		return writeJSON(g.stdout, out)
+		return writeJSON(g.stdout, map[string]any{"records": out, "rejected": d.RejectedCounts()})
 	}
 	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SEQ\tTIME\tKIND\tDETAIL\tBY")
 	for _, r := range recs {
+		if rr, ok := d.RejectedAt(r.Seq); ok {
+			fmt.Fprintf(tw, "%d\t%s\t%s\tREJECTED (%s): %s\t%s\n", r.Seq, r.Time.Format(time.RFC3339), r.Kind, rr.Reason, rr.Problem, r.Subject)
+			continue
+		}
 		detail, by := describe(r)
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", r.Seq, r.Time.Format(time.RFC3339), r.Kind, detail, by)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if n := len(d.Rejected); n > 0 {
+		fmt.Fprintf(g.stdout, "\n%d record(s) rejected and ignored: %v\n", n, d.RejectedCounts())
+	}
+	return nil
 }
 
 func describe(r membership.Record) (detail, by string) {
@@ -458,6 +478,9 @@ func describe(r membership.Record) (detail, by string) {
 		}
 		return fmt.Sprintf("%s (incarnation %s, %s) came up at %s", a.Name, a.Incarnation, id, a.ClientURL), a.Host
 	case membership.KindRequest:
+		if r.Invalid != "" {
+			return "REJECTED (" + r.Invalid + "): " + r.Problem, r.Subject
+		}
 		q := r.Request
 		target := q.Name
 		if q.RaftID != 0 {

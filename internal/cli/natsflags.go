@@ -22,6 +22,12 @@ type natsFlags struct {
 	tlsKey   string
 	tlsCA    string
 	timeout  time.Duration
+	// inboxPrefix is --inbox-prefix: the prefix of this connection's reply
+	// subjects (nodes default to _INBOX.<incarnation>, the CLI to _INBOX).
+	inboxPrefix string
+	// jwt is a node's --jwt: a user JWT signed with the data directory's
+	// key (operator mode).
+	jwt string
 }
 
 func (f *natsFlags) register(fs *pflag.FlagSet) {
@@ -33,6 +39,7 @@ func (f *natsFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.tlsCert, "tlscert", envOr("NATS_CERT", ""), "TLS client certificate file ($NATS_CERT)")
 	fs.StringVar(&f.tlsKey, "tlskey", envOr("NATS_KEY", ""), "TLS client private key file ($NATS_KEY)")
 	fs.StringVar(&f.tlsCA, "tlsca", envOr("NATS_CA", ""), "TLS certificate authority file ($NATS_CA)")
+	fs.StringVar(&f.inboxPrefix, "inbox-prefix", envOr("NATS_INBOX_PREFIX", ""), "prefix of reply subjects (default _INBOX, or _INBOX.<incarnation> for a node) ($NATS_INBOX_PREFIX)")
 	fs.DurationVar(&f.timeout, "timeout", envDuration("NATS_TIMEOUT", 5*time.Second), "time to wait for NATS and for operations ($NATS_TIMEOUT)")
 }
 
@@ -62,6 +69,9 @@ func (f *natsFlags) validate() error {
 	if f.creds != "" && f.nkey != "" {
 		return errors.New("--creds and --nkey cannot be used together")
 	}
+	if f.jwt != "" && (f.creds != "" || f.nkey != "" || f.user != "") {
+		return errors.New("--jwt cannot be used with --creds, --nkey or --user")
+	}
 	if f.timeout <= 0 {
 		return fmt.Errorf("--timeout must be positive, got %v", f.timeout)
 	}
@@ -89,6 +99,9 @@ func (f *natsFlags) options(name string) ([]nats.Option, error) {
 			return nil, usageErr(fmt.Errorf("--nkey %s: %w", f.nkey, err))
 		}
 		opts = append(opts, o)
+	}
+	if f.inboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(f.inboxPrefix))
 	}
 	if f.tlsCert != "" {
 		opts = append(opts, nats.ClientCert(f.tlsCert, f.tlsKey))

@@ -45,12 +45,19 @@ started with --join --cluster ID creates its incarnation, announces itself on
 the cluster's membership stream and waits until an operator runs
 'raftbus member add NAME'; then it starts and catches up from the leader.
 Restarts reuse the identity stored in the data directory; --cluster,
---raft-id and --name, when given, must match it.`,
+--raft-id and --name, when given, must match it. A first start that failed
+(HTTP port taken, NATS unreachable, bad credentials) is retried by running
+the same command again. Once a node has started, its Raft state must never
+be lost: a node whose raft/ directory is gone is refused, with --join or
+without; remove it from the cluster, wipe its data directory and add it
+again as a new member.`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error { return runNode(cmd, g, f) },
 	}
+	cmd.AddCommand(newNodeInitCmd(g))
 	fs := cmd.Flags()
 	f.nats.register(fs)
+	f.nats.registerNodeAuth(fs)
 	fs.StringVar(&f.data, "data", envOr("RAFTBUS_DATA", ""), "data directory ($RAFTBUS_DATA)")
 	fs.StringVar(&f.name, "name", envOr("RAFTBUS_NAME", ""), "node name ($RAFTBUS_NAME)")
 	fs.StringVar(&f.listen, "listen", envOr("RAFTBUS_LISTEN", "127.0.0.1:8001"), "HTTP API address ($RAFTBUS_LISTEN)")
@@ -106,31 +113,21 @@ func runNode(cmd *cobra.Command, g *globals, f *nodeFlags) error {
 	if f.join && (want.ClusterID == uuid.Nil || f.name == "") {
 		return usageErr(errors.New("--join needs --cluster (the cluster to join) and --name"))
 	}
-	var bootstrap []node.Member
 	id, err := datadir.Load(f.data)
+	fresh := errors.Is(err, datadir.ErrNoIdentity) || errors.Is(err, os.ErrNotExist)
 	switch {
-	case (errors.Is(err, datadir.ErrNoIdentity) || errors.Is(err, os.ErrNotExist)) && f.join:
+	case fresh && f.join:
 		if id, err = datadir.Create(f.data, datadir.Identity{ClusterID: want.ClusterID, Name: f.name}); err != nil {
 			return err
 		}
 		log.Info("created a new incarnation to join the cluster", "cluster", id.ClusterID, "incarnation", id.Incarnation)
-	case errors.Is(err, datadir.ErrNoIdentity) || errors.Is(err, os.ErrNotExist):
+	case fresh:
 		if !f.bootstrap {
 			return withCode(ExitPrecondition, fmt.Errorf("data directory %s is new: pass --bootstrap to create a new cluster, or --join --cluster ID to join one", f.data))
 		}
-		cluster := want.ClusterID
-		if cluster == uuid.Nil {
-			cluster = uuid.New()
-		}
-		raftID := want.RaftID
-		if raftID == 0 {
-			raftID = 1
-		}
-		id, err = datadir.Create(f.data, datadir.Identity{ClusterID: cluster, RaftID: raftID, Name: f.name})
-		if err != nil {
+		if id, err = createForBootstrap(f, want); err != nil {
 			return err
 		}
-		bootstrap = []node.Member{{ID: id.RaftID, Name: id.Name, Incarnation: id.Incarnation}}
 		log.Info("created a new cluster", "cluster", id.ClusterID, "raft_id", node.HexID(id.RaftID), "incarnation", id.Incarnation)
 	case err != nil:
 		return err
@@ -138,7 +135,7 @@ func runNode(cmd *cobra.Command, g *globals, f *nodeFlags) error {
 	if err := id.Check(want); err != nil {
 		return withCode(ExitPrecondition, err)
 	}
-	nc, err := f.nats.connect("raftbus-node-" + f.name)
+	nc, err := connectNode(&f.nats, "raftbus-node-"+id.Name, f.data, id, log)
 	if err != nil {
 		return err
 	}
@@ -147,15 +144,29 @@ func runNode(cmd *cobra.Command, g *globals, f *nodeFlags) error {
 		if !f.join {
 			return withCode(ExitPrecondition, fmt.Errorf("data directory %s has not been added to cluster %s yet: start it with --join", f.data, id.ClusterID))
 		}
+		// Before the Raft ID is assigned: an identity with a Raft ID and no
+		// record can then only have been made by an older raftbus (or by a
+		// --bootstrap interrupted before its record), never by a join.
+		if err := datadir.RecordFirstStart(f.data, id, datadir.FirstStartJoin); err != nil {
+			return err
+		}
 		if id, err = awaitAdmission(cmd.Context(), g, f, nc, id); err != nil {
 			return err
 		}
 	}
+	bootstrap, joining, err := firstStartOf(f.data, id)
+	if err != nil {
+		return err
+	}
 	srv, err := server.Start(server.Config{
 		DataDir: f.data, Expect: want, Conn: nc, Prefix: f.prefix, Listen: f.listen,
-		Bootstrap: bootstrap, Joining: f.join, NoSync: f.noSync, Logger: log, MembersReplicas: f.replicas,
+		Bootstrap: bootstrap, Joining: joining, NoSync: f.noSync, Logger: log, MembersReplicas: f.replicas,
 		Node: node.Config{TickInterval: f.tick, SnapshotEntries: f.snapEvery},
 	})
+	if errors.Is(err, server.ErrNeverStarted) {
+		err = fmt.Errorf("%w. %s carries no record of how it was to start (it was made by an older raftbus, or a --bootstrap was interrupted right after creating it); "+
+			"if it never served, or its Raft log was lost, wipe it and bootstrap or join again", err, f.data)
+	}
 	if err != nil {
 		return withCode(ExitPrecondition, err)
 	}
@@ -174,4 +185,56 @@ func runNode(cmd *cobra.Command, g *globals, f *nodeFlags) error {
 		}
 		return fmt.Errorf("node stopped: %w", err)
 	}
+}
+
+// createForBootstrap creates the identity of a new single-node cluster and
+// records that it bootstraps, so that a first start that fails (HTTP port
+// taken, NATS down, a bad URL or credentials) bootstraps the same cluster
+// ID and Raft ID when it is retried.
+func createForBootstrap(f *nodeFlags, want datadir.Expect) (*datadir.Identity, error) {
+	cluster := want.ClusterID
+	if cluster == uuid.Nil {
+		cluster = uuid.New()
+	}
+	raftID := want.RaftID
+	if raftID == 0 {
+		raftID = 1
+	}
+	id, err := datadir.Create(f.data, datadir.Identity{ClusterID: cluster, RaftID: raftID, Name: f.name})
+	if err != nil {
+		return nil, err
+	}
+	if err := datadir.RecordFirstStart(f.data, id, datadir.FirstStartBootstrap); err != nil {
+		return nil, err
+	}
+	return id, nil
+}
+
+// firstStartOf says how to start a directory whose first start has not
+// succeeded yet, from the way recorded when its identity was made: with the
+// bootstrap members, or as a joiner. After the first start succeeded (and
+// for directories without a record) it returns neither: the server then
+// restarts from the Raft state and refuses an empty one. The --bootstrap and
+// --join flags only decide how a new directory is made.
+func firstStartOf(dir string, id *datadir.Identity) (bootstrap []node.Member, joining bool, err error) {
+	_, err = datadir.LoadStarted(dir)
+	switch {
+	case err == nil:
+		return nil, false, nil
+	case !errors.Is(err, datadir.ErrNotStarted):
+		return nil, false, err
+	}
+	rec, err := datadir.LoadFirstStart(dir)
+	switch {
+	case errors.Is(err, datadir.ErrNoFirstStart):
+		return nil, false, nil
+	case err != nil:
+		return nil, false, err
+	case rec.Incarnation != id.Incarnation:
+		return nil, false, fmt.Errorf("%w: %s belongs to incarnation %s, not to this directory's %s",
+			datadir.ErrBadFormat, datadir.FirstStartFile, rec.Incarnation, id.Incarnation)
+	case rec.How == datadir.FirstStartBootstrap:
+		return []node.Member{{ID: id.RaftID, Name: id.Name, Incarnation: id.Incarnation}}, false, nil
+	}
+	return nil, true, nil
 }

@@ -12,7 +12,6 @@ import (
 
 	"github.com/google/uuid"
 	natsserver "github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
 	"github.com/raftbus/raftbus/datadir"
@@ -29,6 +28,7 @@ type upFlags struct {
 	httpPort int
 	noSync   bool
 	timeout  time.Duration
+	insecure bool
 }
 
 func newUpCmd(g *globals) *cobra.Command {
@@ -40,7 +40,12 @@ func newUpCmd(g *globals) *cobra.Command {
 nodes in this process, print each node's HTTP address, and run until Ctrl-C.
 
 Without --data the cluster lives in a temporary directory removed on exit;
-with --data it is kept, and the next 'raftbus up --data DIR' resumes it.`,
+with --data it is kept, and the next 'raftbus up --data DIR' resumes it.
+
+The embedded server is secured like a production one: every node connects
+as its own nkey user with the permissions 'raftbus nats-config' generates,
+and an admin nkey (written to DIR/admin.nk) is printed for 'raftbus member'.
+--insecure runs it open instead: anyone who reaches it can act as any node.`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error { return runUp(cmd.Context(), g, f) },
 	}
@@ -51,6 +56,7 @@ with --data it is kept, and the next 'raftbus up --data DIR' resumes it.`,
 	fs.IntVar(&f.httpPort, "http-port", 0, "HTTP port of the first node; node i uses port+i-1 (0: any free ports)")
 	fs.BoolVar(&f.noSync, "no-sync", false, "do not fsync Raft state (faster; a crash may lose acknowledged writes)")
 	fs.DurationVar(&f.timeout, "timeout", 30*time.Second, "how long to wait for the cluster to come up")
+	fs.BoolVar(&f.insecure, "insecure", false, "run the embedded NATS server without authentication or permissions")
 	return cmd
 }
 
@@ -94,19 +100,29 @@ func runUp(ctx context.Context, g *globals, f *upFlags) error {
 		}
 	}
 
+	idents, bootstrap, err := upIdentities(dir, f.nodes)
+	if err != nil {
+		return err
+	}
+	var auth *upAuth
+	if !f.insecure {
+		if auth, err = newUpAuth(dir, idents, bootstrap != nil); err != nil {
+			return err
+		}
+	}
 	done := step("starting embedded NATS server with JetStream")
-	ns, err := startEmbeddedNATS(filepath.Join(dir, "nats"), f.natsPort)
+	ns, err := startEmbeddedNATS(filepath.Join(dir, "nats"), f.natsPort, auth)
 	done(err)
 	if err != nil {
 		return err
 	}
 	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
-	fmt.Fprintf(out, "  NATS: %s\n", ns.ClientURL())
-
-	idents, bootstrap, err := upIdentities(dir, f.nodes)
-	if err != nil {
-		return err
+	if auth == nil {
+		fmt.Fprintf(out, "  NATS: %s (insecure: no authentication, anyone who reaches it can act as any node)\n", ns.ClientURL())
+	} else {
+		fmt.Fprintf(out, "  NATS: %s (secured: one nkey user per node; the CLI authenticates with --nkey %s)\n", ns.ClientURL(), auth.adminSeed)
 	}
+	connFlags := natsFlags{server: ns.ClientURL(), timeout: 5 * time.Second}
 	var servers []*server.Server
 	defer func() {
 		for _, s := range servers {
@@ -115,10 +131,10 @@ func runUp(ctx context.Context, g *globals, f *upFlags) error {
 	}()
 	for i, id := range idents {
 		done := step("starting node %s (raft ID %s)", id.Name, node.HexID(id.RaftID))
-		nc, err := nats.Connect(ns.ClientURL(), nats.Name("raftbus-up-"+id.Name), nats.MaxReconnects(-1))
+		nc, err := connectNode(&connFlags, "raftbus-up-"+id.Name, filepath.Join(dir, id.Name), id, log)
 		if err != nil {
 			done(err)
-			return withCode(ExitUnreachable, err)
+			return err
 		}
 		defer nc.Close()
 		listen := "127.0.0.1:0"
@@ -143,6 +159,10 @@ func runUp(ctx context.Context, g *globals, f *upFlags) error {
 		return err
 	}
 	printUpSummary(out, idents[0].ClusterID, servers, lead)
+	if auth != nil {
+		fmt.Fprintf(out, "  raftbus member list -s %s --nkey %s --cluster %s\n", ns.ClientURL(), auth.adminSeed, idents[0].ClusterID)
+	}
+	fmt.Fprintf(out, "\nPress Ctrl-C to stop.\n")
 
 	select {
 	case <-ctx.Done():
@@ -197,19 +217,23 @@ func upIdentities(dir string, n int) ([]*datadir.Identity, []node.Member, error)
 			return nil, nil, err
 		}
 		idents[i] = id
-		bootstrap[i] = node.Member{ID: id.RaftID, Name: id.Name, Incarnation: id.Incarnation}
+		bootstrap[i] = node.Member{ID: id.RaftID, Name: id.Name, Incarnation: id.Incarnation, PublicKey: id.PublicKey}
 	}
 	return idents, bootstrap, nil
 }
 
-func startEmbeddedNATS(storeDir string, port int) (*natsserver.Server, error) {
+func startEmbeddedNATS(storeDir string, port int, auth *upAuth) (*natsserver.Server, error) {
 	if port == 0 {
 		port = -1
 	}
-	ns, err := natsserver.NewServer(&natsserver.Options{
+	opts := &natsserver.Options{
 		ServerName: "raftbus-up", Host: "127.0.0.1", Port: port, NoLog: true, NoSigs: true,
 		JetStream: true, StoreDir: storeDir, JetStreamMaxMemory: 256 << 20, JetStreamMaxStore: 1 << 30,
-	})
+	}
+	if auth != nil {
+		opts.Nkeys, opts.Users = auth.config.serverUsers()
+	}
+	ns, err := natsserver.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS server: %w", err)
 	}
@@ -274,5 +298,4 @@ func printUpSummary(out io.Writer, cluster uuid.UUID, servers []*server.Server, 
 	fmt.Fprintf(out, "  curl -X PUT %s/kv/greeting -d 'hello'\n", a)
 	fmt.Fprintf(out, "  curl %s/kv/greeting\n", b)
 	fmt.Fprintf(out, "  curl %s/status\n", b)
-	fmt.Fprintf(out, "\nPress Ctrl-C to stop.\n")
 }
