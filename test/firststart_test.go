@@ -211,7 +211,7 @@ func TestServerRefusesLostLogEvenWhenJoining(t *testing.T) {
 	}
 	var boot []node.Member
 	for _, id := range c.idents {
-		boot = append(boot, node.Member{ID: id.RaftID, Name: id.Name, Incarnation: id.Incarnation})
+		boot = append(boot, node.Member{ID: id.RaftID, Name: id.Name, Incarnation: id.Incarnation, PublicKey: id.PublicKey})
 	}
 	for _, tc := range []struct {
 		name    string
@@ -270,7 +270,7 @@ func TestJoinerRestartsBeforeFirstSave(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
-	if _, err := lead.Node().AddMember(ctx, node.Member{ID: 4, Name: "n4", Incarnation: id.Incarnation}); err != nil {
+	if _, err := lead.Node().AddMember(ctx, node.Member{ID: 4, Name: "n4", Incarnation: id.Incarnation, PublicKey: id.PublicKey}); err != nil {
 		t.Fatal(err)
 	}
 	testnats.Eventually(t, 30*time.Second, func() error {

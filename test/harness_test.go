@@ -188,9 +188,21 @@ func (c *testCluster) start(i int, m node.Member, peers []node.Member, st *node.
 	t := c.t
 	tn := &tnode{id: m.ID, inc: m.Incarnation, name: m.Name, sm: &recordSM{}, reg: prometheus.NewRegistry(), storage: st}
 	tn.bus = &gateBus{Bus: c.kind.newBus(t, c.cluster, m.Incarnation, i)}
+	var join []node.Member
+	if peers == nil {
+		// A joiner learns the members from the cluster, as the server does
+		// from verified records; without them its bridge drops the leader
+		// as an unknown sender.
+		for _, tn := range c.nodes {
+			if tn.node.Err() == nil {
+				join = tn.node.Members()
+				break
+			}
+		}
+	}
 	nd, err := node.New(node.Config{
 		Cluster: c.cluster, ID: m.ID, Incarnation: m.Incarnation, Name: m.Name,
-		Peers: peers, Storage: st, StateMachine: tn.sm, Bus: tn.bus,
+		Peers: peers, JoinMembers: join, Storage: st, StateMachine: tn.sm, Bus: tn.bus,
 		TickInterval: 20 * time.Millisecond, SnapshotEntries: 100000,
 		Logger: testLogger(t).With("node", m.Name), Registerer: tn.reg,
 	})

@@ -120,7 +120,7 @@ func seedAfterCompaction(t *testing.T, loaded bool) {
 		t.Fatal(err)
 	}
 	added := time.Now()
-	if _, err := lead.Node().AddMember(ctx, node.Member{ID: newID, Name: "n2", Incarnation: id.Incarnation}); err != nil {
+	if _, err := lead.Node().AddMember(ctx, node.Member{ID: newID, Name: "n2", Incarnation: id.Incarnation, PublicKey: id.PublicKey}); err != nil {
 		t.Fatalf("re-add n2: %v", err)
 	}
 
