@@ -15,7 +15,7 @@ import (
 
 	"github.com/raftbus/raftbus/bus"
 	"github.com/raftbus/raftbus/bus/natsbus"
-	"github.com/raftbus/raftbus/raftbridge"
+	"github.com/raftbus/raftbus/internal/wire"
 )
 
 // busSpec is one measurement of the transport section: count payloads of
@@ -57,8 +57,8 @@ func raftPayload(cluster, from, to uuid.UUID, entrySize int) []byte {
 			Data: bytes.Repeat([]byte{0x5a}, entrySize),
 		}},
 	}
-	h := raftbridge.Header{Cluster: cluster, From: raftbridge.Endpoint{ID: 1, Incarnation: from}, To: raftbridge.Endpoint{ID: 2, Incarnation: to}}
-	b, err := raftbridge.AppendEnvelope(nil, &h, []*raftpb.Message{m})
+	h := wire.Header{Cluster: cluster, From: wire.Endpoint{ID: 1, Incarnation: from}, To: wire.Endpoint{ID: 2, Incarnation: to}}
+	b, err := wire.AppendEnvelope(nil, &h, []*raftpb.Message{m})
 	if err != nil {
 		panic(err) // a fixed, valid message: cannot fail
 	}
@@ -208,7 +208,7 @@ func runRawSide(spec busSpec) (*busResult, error) {
 	}
 	defer stop()
 	cluster, src, dst := uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7())
-	subject := bus.Subject(bus.DefaultPrefix, cluster, dst, src, bus.KindMsg)
+	subject := wire.Subject(bus.DefaultPrefix, cluster, dst, src, bus.KindMsg)
 	var received, last atomic.Int64
 	sub, err := subConn.Subscribe(subject, func(*nats.Msg) {
 		received.Add(1)
@@ -344,8 +344,8 @@ func runRawPing(spec pingSpec) (*pingResult, error) {
 	}
 	defer stop()
 	cluster, ida, idb := uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7())
-	toA := bus.Subject(bus.DefaultPrefix, cluster, ida, idb, bus.KindMsg)
-	toB := bus.Subject(bus.DefaultPrefix, cluster, idb, ida, bus.KindMsg)
+	toA := wire.Subject(bus.DefaultPrefix, cluster, ida, idb, bus.KindMsg)
+	toB := wire.Subject(bus.DefaultPrefix, cluster, idb, ida, bus.KindMsg)
 	back := make(chan struct{}, 1)
 	if _, err := ca.Subscribe(toA, func(*nats.Msg) { back <- struct{}{} }); err != nil {
 		return nil, err

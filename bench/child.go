@@ -25,6 +25,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/raftbus/raftbus/bus/natsbus"
+	"github.com/raftbus/raftbus/internal/nodehook"
 	"github.com/raftbus/raftbus/kv"
 	"github.com/raftbus/raftbus/node"
 	"github.com/raftbus/raftbus/raftstore"
@@ -323,9 +324,9 @@ func startNode(cfg childNodeConfig, peerLn net.Listener, embedded *natsserver.Se
 		}
 		zl := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(os.Stderr), zapcore.WarnLevel))
 		clusterID := clusterID64(cfg.Cluster)
-		nc.NewTransport = func(p node.Peer) (node.Transport, error) {
+		nodehook.SetTransport(&nc, func(p nodehook.Peer) (nodehook.Transport, error) {
 			return newHTTPTransport(p, cfg.ID, clusterID, peerLn, peers, zl, log), nil
-		}
+		})
 	default:
 		return fail(fmt.Errorf("unknown transport %q", cfg.Transport))
 	}

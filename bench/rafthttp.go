@@ -14,7 +14,7 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 	"go.uber.org/zap"
 
-	"github.com/raftbus/raftbus/node"
+	"github.com/raftbus/raftbus/internal/nodehook"
 )
 
 // httpTransport runs a node over etcd's rafthttp, wired the way
@@ -34,13 +34,13 @@ type httpTransport struct {
 	closeOnce sync.Once
 }
 
-var _ node.Transport = (*httpTransport)(nil)
+var _ nodehook.Transport = (*httpTransport)(nil)
 
 // newHTTPTransport returns the rafthttp transport of node id. ln is the
 // listener its peers were told about; peers maps every other member to its
 // URL. The node's Peer implements rafthttp.Raft as it is (Process,
 // IsIDRemoved, ReportUnreachable, ReportSnapshot).
-func newHTTPTransport(p node.Peer, id, cluster uint64, ln net.Listener, peers map[uint64]string, zl *zap.Logger, log *slog.Logger) *httpTransport {
+func newHTTPTransport(p nodehook.Peer, id, cluster uint64, ln net.Listener, peers map[uint64]string, zl *zap.Logger, log *slog.Logger) *httpTransport {
 	local := types.ID(id)
 	return &httpTransport{
 		tr: &rafthttp.Transport{
@@ -60,7 +60,7 @@ func newHTTPTransport(p node.Peer, id, cluster uint64, ln net.Listener, peers ma
 	}
 }
 
-// Start implements node.Transport.
+// Start implements nodehook.Transport.
 func (t *httpTransport) Start() error {
 	if err := t.tr.Start(); err != nil {
 		return fmt.Errorf("rafthttp: start: %w", err)
@@ -86,12 +86,12 @@ func (t *httpTransport) Start() error {
 	return nil
 }
 
-// Send implements node.Transport. rafthttp v3.7 takes the message pointers
+// Send implements nodehook.Transport. rafthttp v3.7 takes the message pointers
 // and queues them per peer without copying; it never blocks (a full peer
 // buffer drops the message and reports the peer unreachable).
 func (t *httpTransport) Send(msgs []*raftpb.Message) { t.tr.Send(msgs) }
 
-// Close implements node.Transport.
+// Close implements nodehook.Transport.
 func (t *httpTransport) Close() error {
 	t.closeOnce.Do(func() {
 		close(t.stopErrs)

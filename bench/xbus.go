@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/raftbus/raftbus/bus"
+	"github.com/raftbus/raftbus/internal/wire"
 )
 
 // inlineBus is an EXPERIMENT, not part of raftbus: a minimal bus.Bus over
@@ -62,9 +63,9 @@ func (b *inlineBus) Send(to uuid.UUID, kind bus.Kind, data []byte) error {
 	k := subjectKey{to, kind}
 	subj, ok := b.subjects.Load(k)
 	if !ok {
-		subj, _ = b.subjects.LoadOrStore(k, bus.Subject(b.prefix, b.cluster, to, b.self, kind))
+		subj, _ = b.subjects.LoadOrStore(k, wire.Subject(b.prefix, b.cluster, to, b.self, kind))
 	}
-	frame := bus.AppendFrame(make([]byte, 0, bus.FrameOverhead+bus.FrameSize(len(data))), [][]byte{data})
+	frame := wire.AppendFrame(make([]byte, 0, wire.FrameOverhead+wire.FrameSize(len(data))), [][]byte{data})
 	if err := b.nc.Publish(subj.(string), frame); err != nil {
 		return fmt.Errorf("inline bus: %w: %w", bus.ErrNotConnected, err)
 	}
@@ -81,13 +82,13 @@ func (b *inlineBus) Start(r bus.Receiver) error {
 	if b.sub != nil {
 		return bus.ErrAlreadyStarted
 	}
-	sub, err := b.nc.Subscribe(bus.InboxSubject(b.prefix, b.cluster, b.self), func(m *nats.Msg) {
-		cluster, dst, src, kind, err := bus.ParseSubject(b.prefix, m.Subject)
+	sub, err := b.nc.Subscribe(wire.InboxSubject(b.prefix, b.cluster, b.self), func(m *nats.Msg) {
+		cluster, dst, src, kind, err := wire.ParseSubject(b.prefix, m.Subject)
 		if err != nil || cluster != b.cluster || dst != b.self {
 			r.Dropped(uuid.Nil, bus.DropBadSubject, 1)
 			return
 		}
-		if err := bus.DecodeFrame(m.Data, func(p []byte) {
+		if err := wire.DecodeFrame(m.Data, func(p []byte) {
 			r.Deliver(bus.Delivery{Cluster: cluster, To: dst, From: src, Kind: kind, Data: p})
 		}); err != nil {
 			r.Dropped(src, bus.DropBadFrame, 1)

@@ -1,7 +1,7 @@
 // Package bus is the NATS-free core of raftbus: the [Bus] interface that
 // moves opaque payloads between node incarnations of one cluster, the
-// [Receiver] it delivers to, its [Stats], errors, the subject scheme and the
-// frame codec. Implementations live in bus/natsbus (core NATS) and
+// [Receiver] it delivers to, its [Stats], errors and drop reasons, and the
+// subject scheme every implementation follows. Implementations live in bus/natsbus (core NATS) and
 // bus/membus (in memory, with fault injection); bus/bustest is the
 // conformance suite both pass.
 //
@@ -12,9 +12,8 @@
 //
 //	<prefix>.<clusterID>.<dstIncarnation>.<srcIncarnation>.<kind>
 //
-// An incarnation subscribes only to <prefix>.<clusterID>.<self>.> (see
-// [InboxSubject]) and publishes with its own UUID as the source token (see
-// [Subject]). No host, port or Raft node ID appears anywhere, so a process
+// An incarnation subscribes only to <prefix>.<clusterID>.<self>.> and
+// publishes with its own UUID as the source token. No host, port or Raft node ID appears anywhere, so a process
 // that reuses a removed node's host:port, or its Raft ID, has a different
 // incarnation and can never receive the removed node's traffic; the cluster
 // token keeps clusters sharing one NATS deployment apart; and the source
@@ -26,26 +25,28 @@
 // # Tokens
 //
 // Cluster and incarnation tokens are UUIDs in canonical 36-character
-// lowercase hyphenated form, never the nil UUID ([ParseToken]); any other
-// spelling is rejected, so one identity has exactly one subject. A prefix is
-// one or more dot-separated tokens of letters, digits, '-' and '_', not
-// starting with '$' or _INBOX ([ValidatePrefix]); a kind is a token of
-// lowercase letters, digits, '-' and '_' ([ValidateKind]). Inbound subjects
-// are parsed again with [ParseSubject] and must name the receiving cluster
-// and incarnation, else they are dropped as [DropBadSubject].
+// lowercase hyphenated form, never the nil UUID; any other spelling is
+// rejected ([ErrInvalidToken]), so one identity has exactly one subject. A
+// prefix ([DefaultPrefix] unless configured) is one or more dot-separated
+// tokens of letters, digits, '-' and '_', not starting with '$' or _INBOX;
+// a kind is a token of lowercase letters, digits, '-' and '_'. Inbound
+// subjects are parsed again and must name the receiving cluster and
+// incarnation, else they are dropped as [DropBadSubject]. The codec of
+// subjects and frames is internal to raftbus (internal/wire): the layer
+// above sees only payloads and a [Delivery]'s identities.
 //
 // # Frames
 //
 // A network message carries one frame: one or more payloads queued for the
-// same destination and kind, coalesced by the sender ([AppendFrame]):
+// same destination and kind, coalesced by the sender:
 //
 //	frame   = magic 0xB5, version 1, count (uvarint > 0), payload{count}
 //	payload = length (uvarint), bytes{length}
 //
-// [DecodeFrame] validates the whole frame before handing out any payload;
+// The receiver validates the whole frame before handing out any payload;
 // a malformed frame is dropped whole as [DropBadFrame] and never stops later
-// deliveries. A payload larger than [MaxPayload] of the bus's frame limit
-// is refused with [ErrTooLarge].
+// deliveries. A payload that does not fit a frame of the bus's limit alone
+// (each bus reports its MaxPayload) is refused with [ErrTooLarge].
 //
 // # Queueing and drops
 //

@@ -42,8 +42,6 @@ func Example() {
 	}
 	d := <-inbox
 	fmt.Printf("%s from %s: %s\n", d.Kind, d.From, d.Data)
-	fmt.Println(bus.Subject(bus.DefaultPrefix, cluster, bob, alice, bus.KindMsg))
 	// Output:
 	// msg from 0190f3c4-5a1b-7c2d-8e3f-000000000001: append entries
-	// raftbus.0190f3c4-5a1b-7c2d-8e3f-4a5b6c7d8e9f.0190f3c4-5a1b-7c2d-8e3f-000000000002.0190f3c4-5a1b-7c2d-8e3f-000000000001.msg
 }

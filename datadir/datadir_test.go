@@ -121,11 +121,11 @@ func TestMismatchNamesBothSides(t *testing.T) {
 
 func TestWipedDirectoryGetsNewIncarnation(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "node")
-	first, created, err := OpenOrCreate(dir, Expect{ClusterID: clusterA, RaftID: 2})
+	first, created, err := openOrCreate(dir, Expect{ClusterID: clusterA, RaftID: 2})
 	if err != nil || !created {
 		t.Fatalf("OpenOrCreate: %v, created=%v", err, created)
 	}
-	again, created, err := OpenOrCreate(dir, Expect{ClusterID: clusterA, RaftID: 2, Incarnation: first.Incarnation})
+	again, created, err := openOrCreate(dir, Expect{ClusterID: clusterA, RaftID: 2, Incarnation: first.Incarnation})
 	if err != nil || created || again.Incarnation != first.Incarnation {
 		t.Fatalf("reopen: %v, created=%v, incarnation %s", err, created, again.Incarnation)
 	}
@@ -134,11 +134,11 @@ func TestWipedDirectoryGetsNewIncarnation(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Whoever remembers the old incarnation is told the directory was wiped.
-	if _, _, err := OpenOrCreate(dir, Expect{Incarnation: first.Incarnation}); !errors.Is(err, ErrMismatch) ||
+	if _, _, err := openOrCreate(dir, Expect{Incarnation: first.Incarnation}); !errors.Is(err, ErrMismatch) ||
 		!strings.Contains(err.Error(), "has no identity") {
 		t.Fatalf("OpenOrCreate of a wiped dir expecting the old incarnation: %v", err)
 	}
-	fresh, created, err := OpenOrCreate(dir, Expect{ClusterID: clusterA})
+	fresh, created, err := openOrCreate(dir, Expect{ClusterID: clusterA})
 	if err != nil || !created {
 		t.Fatalf("OpenOrCreate after wipe: %v, created=%v", err, created)
 	}
@@ -152,11 +152,11 @@ func TestWipedDirectoryGetsNewIncarnation(t *testing.T) {
 
 func TestOpenOrCreateAdoptsUnsetFields(t *testing.T) {
 	dir := t.TempDir()
-	id, _, err := OpenOrCreate(dir, Expect{Name: "n4"})
+	id, _, err := openOrCreate(dir, Expect{Name: "n4"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, created, err := OpenOrCreate(dir, Expect{ClusterID: clusterA, RaftID: 4})
+	got, created, err := openOrCreate(dir, Expect{ClusterID: clusterA, RaftID: 4})
 	if err != nil || created || got.ClusterID != clusterA || got.RaftID != 4 || got.Incarnation != id.Incarnation {
 		t.Fatalf("adopting: %+v, created=%v, %v", got, created, err)
 	}
@@ -165,7 +165,7 @@ func TestOpenOrCreateAdoptsUnsetFields(t *testing.T) {
 		t.Fatalf("adopted fields not durable: %+v, %v", loaded, err)
 	}
 	// A real conflict adopts nothing.
-	if _, _, err := OpenOrCreate(dir, Expect{ClusterID: clusterB, RaftID: 4}); !errors.Is(err, ErrMismatch) {
+	if _, _, err := openOrCreate(dir, Expect{ClusterID: clusterB, RaftID: 4}); !errors.Is(err, ErrMismatch) {
 		t.Fatalf("conflicting cluster: %v", err)
 	}
 }
@@ -244,7 +244,7 @@ func TestCorruptIdentityFile(t *testing.T) {
 			if !errors.Is(err, ErrBadFormat) || !strings.Contains(err.Error(), dir) {
 				t.Fatalf("Load: %v, want ErrBadFormat naming the file", err)
 			}
-			if _, _, err := OpenOrCreate(dir, Expect{}); !errors.Is(err, ErrBadFormat) {
+			if _, _, err := openOrCreate(dir, Expect{}); !errors.Is(err, ErrBadFormat) {
 				t.Fatalf("OpenOrCreate must not replace a corrupt identity: %v", err)
 			}
 		})

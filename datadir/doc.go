@@ -39,12 +39,12 @@
 //
 // Call Lock first: it flocks dir/LOCK so that two processes never use one
 // directory at once (ErrLocked names the directory and the holder's pid).
-// Then OpenOrCreate (or Create/Load) and check the result against what the
-// operator said (Expect): a directory that belongs to another cluster, Raft
+// Then Load (or, for a directory without one, ErrNoIdentity, Create) and
+// check the result against what the operator said (Identity.Check with an
+// Expect): a directory that belongs to another cluster, Raft
 // ID or incarnation is refused with a *MismatchError (ErrMismatch) that
-// names both sides. Fields that are still unset are filled in from Expect
-// by OpenOrCreate, or explicitly by SetCluster and SetRaftID; a field that
-// is set is never overwritten.
+// names both sides. Fields that are still unset are filled in explicitly by
+// SetCluster and SetRaftID; a field that is set is never overwritten.
 //
 // Every write of the identity file is atomic and durable: a temporary file
 // is fsynced, moved into place (a hard link for Create, so it never

@@ -25,7 +25,11 @@ func Example() {
 	defer unlock()
 
 	cluster := uuid.MustParse("0193f3c4-7a51-7c2e-9a1d-2f6c1e0b9d42")
-	id, created, err := datadir.OpenOrCreate(dir, datadir.Expect{ClusterID: cluster, RaftID: 2, Name: "n2"})
+	id, err := datadir.Load(dir)
+	created := errors.Is(err, datadir.ErrNoIdentity)
+	if created { // a new directory: a new incarnation, never reused
+		id, err = datadir.Create(dir, datadir.Identity{ClusterID: cluster, RaftID: 2, Name: "n2"})
+	}
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -33,7 +37,7 @@ func Example() {
 
 	// The same directory started with the wrong cluster is refused.
 	other := uuid.MustParse("0193f3c4-0000-7000-8000-000000000000")
-	_, _, err = datadir.OpenOrCreate(dir, datadir.Expect{ClusterID: other, Source: "--cluster"})
+	err = id.Check(datadir.Expect{ClusterID: other, Source: "--cluster"})
 	fmt.Println(errors.Is(err, datadir.ErrMismatch))
 	// Output:
 	// created: true raft ID: 2 incarnation v7: true

@@ -49,6 +49,15 @@
 //	GET     /kv?start=A&end=B            200      same; keys in [A, B), no end = to the last key
 //	GET     /status                      200      whatever HandlerConfig.Status returns
 //	GET     /metrics                     200      HandlerConfig.Metrics (Prometheus text)
+//	GET     /healthz                     200/503  "ok" or why not (HandlerConfig.Healthz), plain text
+//	GET     /readyz                      200/503  "ok" or why not (HandlerConfig.Readyz), plain text
+//
+// With HandlerConfig.Auth every endpoint but /healthz and /readyz requires
+// "Authorization: Bearer <token>" or a TLS client certificate the server
+// verified ([Auth]); without either the answer is 401 {"code":
+// "unauthorized"}. The probes stay open so that orchestrators need no
+// secret, and their body is one short line saying why a node is not
+// healthy or not ready.
 //
 // PUT's body is the value (at most MaxValueBytes, default 1 MiB). PUT and
 // DELETE return once the entry is committed and applied on the node that

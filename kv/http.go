@@ -72,6 +72,16 @@ type HandlerConfig struct {
 	// MaxListLimit caps the limit parameter; larger values are lowered to
 	// it. Default DefaultMaxListLimit (1000).
 	MaxListLimit int
+	// Healthz, if set, serves GET /healthz: is the process alive and its
+	// storage writable (a Kubernetes liveness probe). Readyz, if set,
+	// serves GET /readyz: can the node serve requests now (a readiness
+	// probe). Both answer 200 "ok" or 503 with the probe's error as a
+	// one-line text body, and stay open when Auth is set.
+	Healthz, Readyz Probe
+	// Auth, if set, requires a bearer token or a verified client
+	// certificate on every endpoint except /healthz and /readyz. Default
+	// nil: open, for a listener on a loopback address only.
+	Auth *Auth
 	// Logger receives request failures. Default: discard.
 	Logger *slog.Logger
 }
@@ -104,6 +114,11 @@ func (c *HandlerConfig) validate() error {
 	if c.ListLimit > c.MaxListLimit {
 		return fmt.Errorf("kv: HandlerConfig.ListLimit %d exceeds MaxListLimit %d", c.ListLimit, c.MaxListLimit)
 	}
+	if c.Auth != nil {
+		if err := c.Auth.validate(); err != nil {
+			return err
+		}
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -131,6 +146,12 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 		h.mux.Handle("GET /metrics", cfg.Metrics)
 		h.mux.Handle("/metrics", methodNotAllowed("GET, HEAD"))
 	}
+	for path, p := range map[string]Probe{"/healthz": cfg.Healthz, "/readyz": cfg.Readyz} {
+		if p != nil {
+			h.mux.HandleFunc("GET "+path, serveProbe(p))
+			h.mux.Handle(path, methodNotAllowed("GET, HEAD"))
+		}
+	}
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, codeNotFound, "no such endpoint: "+r.URL.Path)
 	})
@@ -144,6 +165,10 @@ type handler struct {
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if a := h.cfg.Auth; a != nil && !isProbe(r.URL.Path) && !a.authorised(r) {
+		a.refuse(w)
+		return
+	}
 	// ServeMux answers a path with empty, "." or ".." segments with a
 	// redirect to the cleaned path; followed blindly, a PUT would write a
 	// different key. Refuse such keys instead; clients percent-encode the

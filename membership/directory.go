@@ -15,8 +15,9 @@ import (
 // addresses, keys and when an incarnation was last seen.
 //
 // Only records that could have been written by who they claim are used
-// (Add): a committed change must be signed with the key of a voter of the
-// membership it follows, as rebuilt so far; an outcome with the key of a
+// (Add): a committed change takes effect once a majority of the voters it
+// concerns attested it, each with its own key on its own subject (see
+// quorum.go); an outcome with the key of a
 // member; an announcement with the key it announces (and, for a member,
 // the key in its member record). The first committed changes (Raft indexes
 // 1, 2, ... from the cluster's bootstrap, written by one signer) are
@@ -39,6 +40,7 @@ type Directory struct {
 	bootJudged bool           // the bootstrap run is over
 	rejected   map[uint64]int // Seq -> index in Rejected
 	counts     map[string]int // reason -> number of records
+	pending    pendingChanges // attested changes without a quorum yet
 }
 
 // RejectedRecord is a record a Directory skipped.
@@ -61,7 +63,7 @@ type AnnounceSeen struct {
 func NewDirectory() *Directory {
 	return &Directory{Members: map[HexID]*Member{}, RemovedIDs: map[HexID]bool{},
 		RemovedIncarnations: map[uuid.UUID]bool{}, Announced: map[uuid.UUID]AnnounceSeen{},
-		rejected: map[uint64]int{}, counts: map[string]int{}}
+		rejected: map[uint64]int{}, counts: map[string]int{}, pending: newPendingChanges()}
 }
 
 // Rebuild folds records, in stream order, into a Directory.
@@ -87,9 +89,13 @@ func (d *Directory) Add(r Record) []Committed {
 	case KindAnnounce:
 		d.announce(r)
 	case KindOutcome:
+		// An outcome is judged against the members so far: a bootstrap
+		// run still open is judged first (its signer's outcomes follow it).
+		applied := d.Settle()
 		if reason, problem := d.judgeOutcome(r); reason != "" {
 			d.reject(r, reason, problem)
 		}
+		return applied
 	case KindCommitted:
 		return d.committed(r)
 	}
@@ -188,6 +194,9 @@ func (d *Directory) judgeOutcome(r Record) (reason, problem string) {
 
 func (d *Directory) committed(r Record) []Committed {
 	c := r.Committed
+	if c.Op == OpBaseline {
+		return d.baseline(r)
+	}
 	if !d.bootJudged {
 		if d.extendsBoot(r) {
 			d.boot = append(d.boot, r)
@@ -201,19 +210,49 @@ func (d *Directory) committed(r Record) []Committed {
 		// Written again (by a later leader, say): already in effect.
 		return nil
 	}
-	if reason, problem := d.signedByMember(r, true); reason != "" {
-		d.reject(r, reason, "committed change: "+problem)
+	if reason, problem := d.mayAttest(r); reason != "" {
+		d.reject(r, reason, problem)
 		return nil
 	}
-	out := *c
-	if m, ok := d.Members[c.Member.ID]; ok && c.Op != OpAdd && c.Op != OpAddLearner && out.Member.Incarnation == uuid.Nil {
-		// A removal or promotion names the Raft ID; the member it applies
-		// to is the one the verified records made.
-		out.Member = *m
+	return d.attest(r)
+}
+
+// baseline applies a repaired stream's first committed record: the whole
+// membership, accepted (trust on first use, like the bootstrap run) when
+// it is the stream's first committed change and its signer is a voter it
+// names with that key. Anywhere else it is rejected.
+func (d *Directory) baseline(r Record) []Committed {
+	c := r.Committed
+	if d.bootJudged || len(d.boot) > 0 || d.lastIndex > 0 {
+		d.reject(r, RejectNotAuthorized, "a baseline is accepted only as the first committed record of a stream")
+		return nil
 	}
-	d.apply(c)
+	ok := false
+	for _, m := range c.Members {
+		if m.ID == 0 || m.Incarnation == uuid.Nil {
+			d.reject(r, RejectMalformed, "baseline member without a Raft ID or incarnation")
+			return nil
+		}
+		ok = ok || (!m.Learner && m.Incarnation == r.Source && m.PublicKey != "" && m.PublicKey == r.Signer)
+	}
+	if !ok {
+		d.reject(r, RejectNotAuthorized, fmt.Sprintf("baseline signed by %s (incarnation %s), which is not a voter it names", r.Signer, r.Source))
+		return nil
+	}
+	d.bootJudged = true
+	for _, m := range c.Members {
+		m := m
+		d.Members[m.ID] = &m
+	}
+	for _, id := range c.RemovedIDs {
+		d.RemovedIDs[id] = true
+	}
+	for _, inc := range c.RemovedIncarnations {
+		d.RemovedIncarnations[inc] = true
+	}
+	d.Version = max(d.Version, c.Version)
 	d.lastIndex = c.Index
-	return []Committed{out}
+	return []Committed{*c}
 }
 
 // extendsBoot reports whether r continues the bootstrap run: additions at
@@ -269,7 +308,7 @@ func (d *Directory) apply(c *Committed) {
 		d.Members[id] = &m
 	case OpPromote:
 		if m, ok := d.Members[id]; ok {
-			m.Learner = false
+			m.Learner, m.AutoPromote = false, false
 		}
 	case OpRemove:
 		if m, ok := d.Members[id]; ok {

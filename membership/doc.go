@@ -41,13 +41,17 @@
 //     delivered, marked, and never fails a read.
 //   - Directory accepts an announcement signed by the key it carries (the
 //     key of a member must equal its member record's); an outcome signed by
-//     a member's recorded key; a committed change signed by the recorded key
-//     of a voter of the membership it follows, rebuilt so far. Member
+//     a member's recorded key; a committed change once a majority of the
+//     voters of the membership it follows attested it, each signing its
+//     own record with its recorded key (every voter writes each change it
+//     applied, from replicated state: attest.go, quorum.go). Member
 //     records carry public_key, taken by `member add` from the verified
 //     announcement and replicated through Raft, so every member knows every
 //     member's key. The first committed changes (Raft indexes 1, 2, ... of
 //     the bootstrap, one signer) are accepted when their signer is a voter
-//     they add: trust on first use of the stream.
+//     they add, and so is a repaired stream's baseline (OpBaseline: the
+//     whole membership, first committed record of the stream) when its
+//     signer is a voter it names: trust on first use of the stream.
 //   - Anything unsigned, badly signed, unauthorised or malformed is
 //     skipped, listed in Directory.Rejected with a reason (Reject*
 //     constants) and counted; `raftbus member history` shows it as
@@ -70,11 +74,22 @@
 //
 //  1. The committed Raft ConfChange is the truth; the stream is how everyone
 //     learns it and how operators drive it.
-//  2. Only the current leader turns requests into proposals (Manager). It
-//     reads every request from the start of the stream on each leadership
-//     term; requests already settled are recognised by ID in replicated
-//     state and only their outcome is published again (de-duplicated by
-//     Nats-Msg-Id), so a leader change neither loses nor repeats a request.
+//  2. Only the current leader turns requests into proposals (Manager), and
+//     every request is decided exactly once, as a replicated fact: applied
+//     or rejected, the decision goes through Raft (idempotent by request
+//     ID) before its outcome is published, and a decided request is never
+//     evaluated again. Rejections the leader decides (not ready, conflict,
+//     invalid, a leader that cannot hand over before its removal) are
+//     system entries in the log like the changes Raft rejects when
+//     applied. The replicated state records the highest stream sequence
+//     decided; a new leader publishes what the stream lacks of the
+//     replicated decisions (committed changes and outcomes) and reads
+//     requests after that sequence. A request that cannot succeed becomes
+//     a rejection with a reason, never an error that stops the queue, and
+//     nothing waits on one request while others queue: a promote waits
+//     for its learner (PromoteWait) only while no other request is
+//     pending, then it is rejected as not_ready, which the operator can
+//     retry with a new request.
 //  3. Requests carry Nats-Msg-Id (their ID) and are published with an
 //     expected last sequence on the request subject: of two operators who
 //     saw the same state, the second gets ErrConflict and nothing is
@@ -94,7 +109,13 @@
 //     time) in replicated state. A missing or recreated stream stops
 //     membership operations with a clear error (Manager.Problem, the
 //     node's /status); routing continues from the replicated directory. An
-//     empty stream is never read as "no members" (ErrEmpty).
+//     empty stream is never read as "no members" (ErrEmpty). `raftbus
+//     member stream repair` (the admin) creates the stream if it is
+//     missing and records a repair request (OpRepairStream) on it; the
+//     leader then rebinds the cluster to that stream through Raft, starts
+//     it with a baseline and republishes every decided outcome. The
+//     outcome of an applied change is published once a quorum attested
+//     the change (or after a bound), so the next command sees it.
 //
 // # Join flow
 //

@@ -193,15 +193,22 @@ type fakeCluster struct {
 	ch      chan string
 }
 
-func (c *fakeCluster) Self() (HexID, uuid.UUID) { return c.self, c.inc }
-func (c *fakeCluster) Leader() HexID            { return 0 }
-func (c *fakeCluster) State() State             { return State{} }
-func (c *fakeCluster) Change(context.Context, string, string, Member) (uint64, error) {
+func (c *fakeCluster) Self() (HexID, uuid.UUID)      { return c.self, c.inc }
+func (c *fakeCluster) Leader() HexID                 { return 0 }
+func (c *fakeCluster) State() State                  { return State{} }
+func (c *fakeCluster) Barrier(context.Context) error { return nil }
+func (c *fakeCluster) Change(context.Context, Decision) (uint64, error) {
+	return 0, errors.New("not the leader")
+}
+func (c *fakeCluster) Reject(context.Context, Decision, string, string) (uint64, error) {
 	return 0, errors.New("not the leader")
 }
 func (c *fakeCluster) Bind(context.Context, string, time.Time) error { return nil }
-func (c *fakeCluster) TransferLeadership(context.Context) error      { return nil }
-func (c *fakeCluster) CaughtUp(HexID) bool                           { return false }
+func (c *fakeCluster) Rebind(context.Context, Decision, string, time.Time) (uint64, error) {
+	return 0, errors.New("not the leader")
+}
+func (c *fakeCluster) TransferLeadership(context.Context) error { return nil }
+func (c *fakeCluster) CaughtUp(HexID) bool                      { return false }
 func (c *fakeCluster) Removed(reason string) {
 	c.mu.Lock()
 	c.removed = append(c.removed, reason)

@@ -22,11 +22,27 @@ type Cluster interface {
 	Leader() HexID
 	// State returns the replicated membership as applied here.
 	State() State
-	// Change proposes a change and waits until it is settled; a rejection
-	// is returned as an error wrapping ErrRejected with a Code.
-	Change(ctx context.Context, requestID, op string, m Member) (index uint64, err error)
+	// Barrier waits until everything committed before the call is applied
+	// here (a ReadIndex round), so that State shows every decision made by
+	// earlier leaders.
+	Barrier(ctx context.Context) error
+	// Change proposes the change d and waits until Raft has decided it: it
+	// returns the deciding index, a *RejectionError when the change was
+	// rejected when applied (a decided fact too), ErrAlreadySettled when
+	// the request had been decided before, and any other error when
+	// nothing is known to be decided (the caller retries the same
+	// request: it is de-duplicated by ID).
+	Change(ctx context.Context, d Decision) (index uint64, err error)
+	// Reject records through Raft that the request d.RequestID is rejected
+	// with code and reason, unless it was decided already (then
+	// ErrAlreadySettled, and the first decision stands).
+	Reject(ctx context.Context, d Decision, code, reason string) (index uint64, err error)
 	// Bind records the stream in replicated state.
 	Bind(ctx context.Context, name string, created time.Time) error
+	// Rebind replaces the binding with the stream name created at
+	// created, deciding the repair request d (OpRepairStream); the
+	// decided stream sequence starts again at 0, on the new stream.
+	Rebind(ctx context.Context, d Decision, name string, created time.Time) (index uint64, err error)
 	// TransferLeadership hands leadership to the best other voter.
 	TransferLeadership(ctx context.Context) error
 	// CaughtUp reports whether a member's log is close to the commit index.
@@ -35,27 +51,53 @@ type Cluster interface {
 	Removed(reason string)
 }
 
-// State is the replicated membership a Cluster reports.
+// Decision is a request as the leader puts it to Raft.
+type Decision struct {
+	RequestID string
+	Op        string
+	// Member: for adds the whole member (its ID allocated by the leader),
+	// for promote and remove the ID.
+	Member Member
+	// Seq is the request's stream sequence; deciding the request records
+	// it (State.DecidedSeq).
+	Seq uint64
+	// ExpectVersion, when not 0, is checked against State.Version when
+	// the change is applied (CodeConflict).
+	ExpectVersion uint64
+}
+
+// State is the replicated membership a Cluster reports, read at once
+// (never a torn view).
 type State struct {
 	// Version is the Raft index of the last change that took effect: the
 	// same number the stream's committed records carry.
 	Version  uint64
 	Members  []Member
 	NextID   HexID
-	Requests map[string]uint64 // settled request ID -> index
-	// History holds every settled change in log order; Rejected is empty
+	Requests map[string]uint64 // decided request ID -> deciding index
+	// History holds every decided change in log order; Rejected is empty
 	// for changes that took effect.
 	History []Settled
+	// DecidedSeq is the highest stream sequence of a decided request: a
+	// leader reads requests after it.
+	DecidedSeq uint64
+	// RemovedIDs and RemovedIncarnations are the tombstones.
+	RemovedIDs          []HexID
+	RemovedIncarnations []uuid.UUID
 	// StreamName and StreamCreated are the binding; empty when unbound.
 	StreamName    string
 	StreamCreated time.Time
 }
 
-// Settled is one entry of the replicated history.
+// Settled is one entry of the replicated history: a change that took
+// effect, or a request that was rejected (Rejected, Code).
 type Settled struct {
 	Committed
 	Rejected string
 	Code     string
+	// Seq is the stream sequence of the request, 0 for changes that did
+	// not come from the stream (the bootstrap).
+	Seq uint64
 }
 
 // RejectionError is returned by Cluster.Change for a rejected change.
@@ -79,7 +121,9 @@ type ManagerConfig struct {
 	// Poll is how often leadership and the stream are checked. Default 200ms.
 	Poll time.Duration
 	// PromoteWait bounds how long a promote request waits for the learner
-	// to catch up before it is rejected as not ready. Default 10s.
+	// to catch up, while no other request is pending, before it is
+	// rejected as not ready. Default 2s, well within the default --timeout
+	// of `raftbus member` (5s).
 	PromoteWait time.Duration
 	// Signer is this incarnation's nkey (datadir.LoadKey). Required: every
 	// record the manager writes is signed with it, on subjects ending in
@@ -124,7 +168,7 @@ func StartManager(cfg ManagerConfig) (*Manager, error) {
 		cfg.Poll = 200 * time.Millisecond
 	}
 	if cfg.PromoteWait == 0 {
-		cfg.PromoteWait = 10 * time.Second
+		cfg.PromoteWait = 2 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -134,9 +178,10 @@ func StartManager(cfg ManagerConfig) (*Manager, error) {
 	m.cfg.Stream.Incarnation, m.cfg.Stream.Signer = m.inc, cfg.Signer
 	ctx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
-	m.wg.Add(2)
+	m.wg.Add(3)
 	go m.runFollower(ctx)
 	go m.runLeader(ctx)
+	go m.runAttester(ctx)
 	return m, nil
 }
 
@@ -208,7 +253,7 @@ func (m *Manager) runFollower(ctx context.Context) {
 		if err == nil {
 			break
 		}
-		if failures == 0 {
+		if failures == 0 && ctx.Err() == nil { // a stop is no failure
 			m.log.Warn("cannot announce this node on the membership stream; retrying", "err", err)
 		}
 		if !sleep(ctx, time.Second) {
@@ -220,6 +265,10 @@ func (m *Manager) runFollower(ctx context.Context) {
 		d := NewDirectory()
 		err := s.Watch(ctx, 1, func(r Record) bool {
 			for _, c := range d.Add(r) {
+				if c.Op == OpBaseline && (d.RemovedIDs[m.self] || d.RemovedIncarnations[m.inc]) {
+					m.cfg.Cluster.Removed(fmt.Sprintf("the membership stream (verified baseline at index %d tombstones member %s, incarnation %s)", c.Index, m.self, m.inc))
+					return false
+				}
 				if c.Op == OpRemove && c.Member.ID == m.self && c.Member.Incarnation == m.inc {
 					m.cfg.Cluster.Removed(fmt.Sprintf("the membership stream (verified removal of member %s, incarnation %s, committed at index %d)", c.Member.ID, m.inc, c.Index))
 					return false
@@ -257,12 +306,21 @@ func (m *Manager) noteRejections(d *Directory) {
 // runLeader does the leader's work whenever this node leads.
 func (m *Manager) runLeader(ctx context.Context) {
 	defer m.wg.Done()
-	for sleep(ctx, m.cfg.Poll) {
+	// A pass that fails (the stream or Raft unreachable) is retried after
+	// a growing pause, up to 5s: each pass opens consumers on the stream.
+	wait := m.cfg.Poll
+	for sleep(ctx, wait) {
 		if m.cfg.Cluster.Leader() != m.self {
+			wait = m.cfg.Poll
 			continue
 		}
-		if err := m.leaderTerm(ctx); err != nil && ctx.Err() == nil {
+		err := m.leaderTerm(ctx)
+		switch {
+		case err == nil || errors.Is(err, errNotLeader) || errors.Is(err, context.Canceled):
+			wait = m.cfg.Poll
+		case ctx.Err() == nil:
 			m.log.Debug("membership leader pass", "err", err)
+			wait = min(2*wait, max(5*time.Second, m.cfg.Poll))
 		}
 	}
 }
@@ -276,18 +334,14 @@ func (m *Manager) leaderTerm(ctx context.Context) error {
 		return err
 	}
 	m.setProblem("")
-	if err := m.publishCommitted(ctx, s); err != nil {
-		return err
-	}
-	// Read every request from the start: settled ones are recognised by ID
-	// in replicated state (their outcome is published again, de-duplicated
-	// by the server), so a leader change neither loses nor repeats one.
 	termCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	watched := make(chan struct{})
+	defer func() { cancel(); <-watched }()
 	// The pass ends when leadership moves or the stream stops being the
 	// one the cluster is bound to (an ordered consumer would silently
 	// follow a recreated stream).
 	go func() {
+		defer close(watched)
 		for i := 1; sleep(termCtx, m.cfg.Poll); i++ {
 			if m.cfg.Cluster.Leader() != m.self {
 				cancel()
@@ -301,22 +355,14 @@ func (m *Manager) leaderTerm(ctx context.Context) error {
 			}
 		}
 	}()
-	var passErr error
-	err = s.Watch(termCtx, 1, func(r Record) bool {
-		if r.Invalid != "" {
-			// Never stops the pass: a malformed request is skipped.
-			m.log.Debug("skipped a membership request", "seq", r.Seq, "reason", r.Invalid, "problem", r.Problem)
-			return true
-		}
-		if passErr = m.handle(termCtx, s, r.Request); passErr != nil {
-			return false
-		}
-		return true
-	}, KindRequest)
-	if passErr != nil {
-		return passErr
-	}
-	return err
+	return m.processor(s).run(termCtx)
+}
+
+// processor returns the request processor of one leader pass over s.
+func (m *Manager) processor(s recordLog) *processor {
+	return &processor{cluster: m.cfg.Cluster, log: s, logger: m.log, self: m.self,
+		promoteWait: m.cfg.PromoteWait, poll: m.cfg.Poll, changeTimeout: 10 * time.Second, transferTimeout: 5 * time.Second,
+		sleep: sleep, now: time.Now, autoEvery: m.cfg.Poll, awaitEffective: true, effectiveWait: 2 * time.Second}
 }
 
 // boundStream returns the stream this cluster is bound to, creating and
@@ -347,6 +393,13 @@ func (m *Manager) boundStream(ctx context.Context) (*Stream, error) {
 		return nil, err
 	}
 	if err := m.checkBinding(ctx, s); err != nil {
+		if errors.Is(err, ErrStreamMismatch) {
+			if ok, rerr := m.repair(ctx, s); ok {
+				return s, nil
+			} else if rerr != nil {
+				m.log.Warn("membership stream repair failed", "err", rerr)
+			}
+		}
 		return nil, err
 	}
 	return s, nil
@@ -370,129 +423,4 @@ func (m *Manager) checkBinding(ctx context.Context, s *Stream) error {
 		return fmt.Errorf("%w: %s", ErrStreamMismatch, s.Name())
 	}
 	return nil
-}
-
-// publishCommitted records every committed change the stream lacks.
-func (m *Manager) publishCommitted(ctx context.Context, s *Stream) error {
-	after, err := s.CommittedIndex(ctx)
-	if err != nil {
-		return err
-	}
-	for _, h := range m.cfg.Cluster.State().History {
-		if h.Index <= after || h.Rejected != "" {
-			continue
-		}
-		if err := s.PublishCommitted(ctx, h.Committed); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// handle settles one request, if it is not settled yet, and records the
-// outcome. An error ends the leader pass (the request is then retried by
-// this or the next leader).
-func (m *Manager) handle(ctx context.Context, s *Stream, r *Request) error {
-	st := m.cfg.Cluster.State()
-	if idx, done := st.Requests[r.ID]; done {
-		return m.publishSettled(ctx, s, st, r, idx)
-	}
-	if m.cfg.Cluster.Leader() != m.self {
-		return errNotLeader
-	}
-	reject := func(code, format string, args ...any) error {
-		return s.PublishOutcome(ctx, Outcome{RequestID: r.ID, Status: StatusRejected, Code: code,
-			Reason: fmt.Sprintf(format, args...), Leader: m.self})
-	}
-	if r.ExpectVersion != 0 && r.ExpectVersion != st.Version {
-		return reject(CodeConflict, "membership changed (now at version %d) since the request was made against version %d", st.Version, r.ExpectVersion)
-	}
-	var member Member
-	switch r.Op {
-	case OpAdd, OpAddLearner:
-		if r.Incarnation == uuid.Nil {
-			return reject(CodeInvalid, "add needs the incarnation of an announced node")
-		}
-		if !nkeys.IsValidPublicUserKey(r.PublicKey) {
-			// A member without a key could sign nothing readers accept.
-			return reject(CodeInvalid, "add needs the public key of the announced node (from its signed announcement)")
-		}
-		member = Member{ID: st.NextID, Name: r.Name, Incarnation: r.Incarnation, ClientURL: r.ClientURL, PublicKey: r.PublicKey}
-	case OpPromote:
-		member = Member{ID: r.RaftID}
-		if !m.waitCaughtUp(ctx, r.RaftID) {
-			return reject(CodeNotReady, "learner %s is not in sync with the leader yet; retry when it has caught up", r.RaftID)
-		}
-	case OpRemove:
-		member = Member{ID: r.RaftID}
-		if r.RaftID == m.self && len(st.Members) > 1 {
-			// Removing the leader: hand leadership over first; the next
-			// leader settles the request.
-			m.log.Info("removal of the leader requested; transferring leadership first", "request", r.ID)
-			tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			defer cancel()
-			if err := m.cfg.Cluster.TransferLeadership(tctx); err != nil {
-				return err
-			}
-			return errNotLeader
-		}
-	default:
-		return reject(CodeInvalid, "unknown operation %q", r.Op)
-	}
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	idx, err := m.cfg.Cluster.Change(cctx, r.ID, r.Op, member)
-	var rej *RejectionError
-	switch {
-	case errors.Is(err, ErrAlreadySettled):
-		st := m.cfg.Cluster.State()
-		return m.publishSettled(ctx, s, st, r, st.Requests[r.ID])
-	case errors.As(err, &rej):
-		if err := s.PublishOutcome(ctx, Outcome{RequestID: r.ID, Status: StatusRejected, Code: rej.Code, Reason: rej.Reason, Index: idx, RaftID: member.ID, Leader: m.self}); err != nil {
-			return err
-		}
-	case err != nil:
-		return err
-	default:
-		if err := m.publishCommitted(ctx, s); err != nil {
-			return err
-		}
-		if err := s.PublishOutcome(ctx, Outcome{RequestID: r.ID, Status: StatusApplied, Index: idx, RaftID: member.ID, Leader: m.self}); err != nil {
-			return err
-		}
-	}
-	m.log.Info("membership request settled", "request", r.ID, "op", r.Op, "member", member.ID, "index", idx, "err", err)
-	return nil
-}
-
-// publishSettled repeats the outcome of a request settled earlier.
-func (m *Manager) publishSettled(ctx context.Context, s *Stream, st State, r *Request, idx uint64) error {
-	o := Outcome{RequestID: r.ID, Status: StatusApplied, Index: idx, Leader: m.self}
-	for _, h := range st.History {
-		if h.Index == idx {
-			o.RaftID = h.Member.ID
-			if h.Rejected != "" {
-				o.Status, o.Code, o.Reason = StatusRejected, h.Code, h.Rejected
-			}
-		}
-	}
-	if o.Status == StatusApplied {
-		if err := m.publishCommitted(ctx, s); err != nil {
-			return err
-		}
-	}
-	return s.PublishOutcome(ctx, o)
-}
-
-func (m *Manager) waitCaughtUp(ctx context.Context, id HexID) bool {
-	deadline := time.Now().Add(m.cfg.PromoteWait)
-	for time.Now().Before(deadline) {
-		if m.cfg.Cluster.CaughtUp(id) {
-			return true
-		}
-		if !sleep(ctx, m.cfg.Poll) {
-			return false
-		}
-	}
-	return false
 }

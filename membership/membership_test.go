@@ -34,7 +34,12 @@ func TestRebuildFromCommittedRecords(t *testing.T) {
 		committed(b, 3, OpAddLearner, 3, c, "n3"),
 		{V: 1, Kind: KindAnnounce, Time: time.Unix(10, 0), Source: d, Signer: keyOf(d), Announce: &Announce{Incarnation: d, Name: "n2", PublicKey: keyOf(d)}},
 		committed(a, 5, OpPromote, 3, uuid.Nil, ""),
+		committed(b, 5, OpPromote, 3, uuid.Nil, ""),
 		committed(a, 6, OpRemove, 2, b, "n2"),
+		committed(c, 6, OpRemove, 2, b, "n2"),
+	}
+	for i := range recs {
+		recs[i].Seq = uint64(i + 1)
 	}
 	dir := Rebuild(recs)
 	if len(dir.Rejected) != 0 {

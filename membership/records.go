@@ -31,7 +31,25 @@ const (
 	OpAddLearner = "add-learner"
 	OpPromote    = "promote"
 	OpRemove     = "remove"
+	// OpRepairStream asks the leader to bind the cluster to the current
+	// stream (after the bound one was lost or recreated) and to publish
+	// the replicated membership on it (`raftbus member stream repair`).
+	OpRepairStream = "repair-stream"
+	// OpBaseline is the committed record that starts a repaired stream:
+	// the whole membership at its index (Committed.Members and the
+	// tombstones), signed by the leader that repaired it.
+	OpBaseline = "baseline"
 )
+
+// IsChange reports whether op changes membership (add, add-learner,
+// promote, remove): what committed records carry, one per change.
+func IsChange(op string) bool {
+	switch op {
+	case OpAdd, OpAddLearner, OpPromote, OpRemove:
+		return true
+	}
+	return false
+}
 
 // Outcome statuses and rejection codes.
 const (
@@ -60,6 +78,10 @@ type Record struct {
 	Seq uint64 `json:"-"`
 	// Subject is the subject the record was read from.
 	Subject string `json:"-"`
+	// Pending is how many matching records followed it in the stream when
+	// it was delivered (by Watch): the request processor does not wait on
+	// one request while others queue.
+	Pending uint64 `json:"-"`
 	// Source is the incarnation that wrote the record: the last token of
 	// its subject (announcements, outcomes, committed changes; nil for
 	// requests, which only the admin may write).
@@ -128,6 +150,9 @@ type Member struct {
 	// PublicKey is the incarnation's nkey public key: records it writes
 	// are verified against it.
 	PublicKey string `json:"public_key,omitempty"`
+	// AutoPromote marks a learner the leader promotes by itself once it
+	// has caught up (cleared by the promotion).
+	AutoPromote bool `json:"auto_promote,omitempty"`
 }
 
 // Announce says an incarnation came up.
@@ -159,6 +184,10 @@ type Request struct {
 	By            string    `json:"by,omitempty"`
 	// PublicKey of the incarnation to add, from its verified announcement.
 	PublicKey string `json:"public_key,omitempty"`
+	// PromoteWhenCaughtUp, with add-learner, asks the leader to promote the
+	// learner by itself once its log is within a bound of the leader's;
+	// the promotion is decided under AutoPromoteID(raft ID).
+	PromoteWhenCaughtUp bool `json:"promote_when_caught_up,omitempty"`
 }
 
 // Outcome settles a request.
@@ -180,6 +209,11 @@ type Committed struct {
 	Member    Member `json:"member"`
 	RequestID string `json:"request_id,omitempty"`
 	Version   uint64 `json:"version"`
+	// Members, RemovedIDs and RemovedIncarnations are set only in a
+	// baseline (OpBaseline): the membership at Index.
+	Members             []Member    `json:"members,omitempty"`
+	RemovedIDs          []HexID     `json:"removed_ids,omitempty"`
+	RemovedIncarnations []uuid.UUID `json:"removed_incarnations,omitempty"`
 }
 
 func decodeRecord(data []byte, seq uint64) (Record, error) {

@@ -36,6 +36,9 @@ const (
 	// written the record (a committed change must come from a voter of the
 	// membership it follows, an outcome from a member).
 	RejectNotAuthorized = "not_authorized"
+	// RejectUnconfirmed: a committed change that a quorum of voters never
+	// attested: another change took its index, or it waited too long.
+	RejectUnconfirmed = "unconfirmed"
 )
 
 func signedData(subject string, body []byte) []byte {

@@ -27,6 +27,29 @@ type NodeStatus struct {
 	Applied     uint64    `json:"applied_index"`
 	ClientURL   string    `json:"client_url,omitempty"`
 	Problem     string    `json:"membership_problem,omitempty"`
+
+	// The fields below were added for 'raftbus endpoint status'; a node
+	// that predates them leaves them empty, and readers must treat an
+	// empty field as "not reported", never as zero.
+
+	// Commit is the node's Raft commit index.
+	Commit uint64 `json:"commit_index,omitempty"`
+	// Voters and Learners are the Raft IDs of the membership this node
+	// applied: what a reader needs to judge quorum.
+	Voters   []HexID `json:"voters,omitempty"`
+	Learners []HexID `json:"learners,omitempty"`
+	// Version is the node's software version; Revision its VCS commit.
+	Version  string `json:"version,omitempty"`
+	Revision string `json:"revision,omitempty"`
+	// StorageBytes is the size of the node's Raft storage on disk.
+	StorageBytes int64 `json:"storage_bytes,omitempty"`
+	// SnapshotIndex is the index of the node's latest snapshot.
+	SnapshotIndex uint64 `json:"snapshot_index,omitempty"`
+	// Dropped counts the transport's drops by reason.
+	Dropped map[string]uint64 `json:"transport_dropped"`
+	// PeerRTT is the round-trip time to each peer, in seconds, by the
+	// peer's hex Raft ID.
+	PeerRTT map[string]float64 `json:"peer_rtt_seconds,omitempty"`
 }
 
 // ServeStatus answers status queries with fn's result until the returned

@@ -341,6 +341,7 @@ func (s *Stream) each(ctx context.Context, kinds []Kind, from uint64, fn func(Re
 			return fmt.Errorf("membership: record metadata: %w", err)
 		}
 		r := s.check(msg.Subject(), msg.Data(), msg.Headers(), md.Sequence.Stream)
+		r.Pending = md.NumPending
 		if !fn(r) || (bounded && md.NumPending == 0) {
 			return nil
 		}

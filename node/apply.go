@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
@@ -254,7 +255,7 @@ func (n *Node) applyCommand(index, req uint64, cmd []byte) error {
 	if errors.Is(err, ErrStateMachine) {
 		return err
 	}
-	n.metrics.appliedProposals.Inc()
+	n.metrics.commands.Inc()
 	if req != 0 {
 		n.props.trigger(req, result{index: index, value: v, err: err})
 	}
@@ -346,8 +347,20 @@ func (n *Node) restore(snap *raftpb.Snapshot) error {
 }
 
 // snapshot records the state at index (the applied index) and compacts the
-// log behind it.
+// log behind it, timing it and counting failures (a deferral is not one).
 func (n *Node) snapshot(index uint64, cs *raftpb.ConfState) error {
+	start := time.Now()
+	err := n.takeSnapshot(index, cs)
+	switch {
+	case err == nil:
+		n.metrics.snapshotDuration.Observe(time.Since(start).Seconds())
+	case !errors.Is(err, errSnapshotDeferred):
+		n.metrics.snapshotFailures.Inc()
+	}
+	return err
+}
+
+func (n *Node) takeSnapshot(index uint64, cs *raftpb.ConfState) error {
 	// At a restart the directory is primed with membership changes the
 	// apply loop has not reached yet (New, primeMembership); an image taken
 	// now would describe a later index. Wait until the loop has caught up.

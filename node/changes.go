@@ -31,11 +31,23 @@ type MembershipChange struct {
 	// Member names the member: for adds every field (ID, incarnation, name,
 	// client URL), for promote and remove only the ID.
 	Member Member
+	// Seq is the membership stream sequence of the request (0: none);
+	// deciding the request records it in replicated state.
+	Seq uint64
+	// ExpectVersion, when not 0, is the membership version (the index of
+	// the last change that took effect) the request was made against; the
+	// change is rejected with ErrConflict, when applied, if membership has
+	// changed since.
+	ExpectVersion uint64
 }
 
 // MembershipState is a copy of the replicated membership.
 type MembershipState struct {
+	// Version is the index of the last membership entry applied, rejected
+	// ones included; EffectiveVersion that of the last change that took
+	// effect, the version requests are made against.
 	Version             uint64
+	EffectiveVersion    uint64
 	Members             []Member
 	RemovedIDs          []uint64
 	RemovedIncarnations []uuid.UUID
@@ -45,13 +57,17 @@ type MembershipState struct {
 	Requests map[string]uint64
 	History  []Change
 	Stream   *StreamBinding
+	// DecidedSeq is the highest membership stream sequence of a request
+	// decided in replicated state: a new leader reads requests after it.
+	DecidedSeq uint64
 }
 
 // Membership returns the replicated membership as applied on this node.
 func (n *Node) Membership() MembershipState {
 	img := n.members.image()
-	st := MembershipState{Version: img.Version, Members: img.Members, RemovedIncarnations: img.RemovedIncarnations,
-		Requests: img.Requests, History: img.History, Stream: img.Stream}
+	st := MembershipState{Version: img.Version, EffectiveVersion: img.Effective, Members: img.Members,
+		RemovedIncarnations: img.RemovedIncarnations, Requests: img.Requests, History: img.History,
+		Stream: img.Stream, DecidedSeq: img.DecidedSeq}
 	for _, s := range img.RemovedIDs {
 		id, _ := ParseHexID(s)
 		st.RemovedIDs = append(st.RemovedIDs, id)
@@ -95,7 +111,8 @@ func (n *Node) ChangeMembership(ctx context.Context, c MembershipChange) (uint64
 		return 0, err
 	}
 	req := n.nextRequestID()
-	cctx, err := jsonMarshal(confContext{Request: req, Member: member, RequestID: c.RequestID, Time: time.Now().UTC()})
+	cctx, err := jsonMarshal(confContext{Request: req, Member: member, RequestID: c.RequestID, Time: time.Now().UTC(),
+		Seq: c.Seq, ExpectVersion: c.ExpectVersion})
 	if err != nil {
 		return 0, err
 	}
@@ -151,7 +168,53 @@ func (n *Node) RemoveMember(ctx context.Context, id uint64) (uint64, error) {
 
 // systemCommand is the JSON body of a system entry.
 type systemCommand struct {
-	BindStream *StreamBinding `json:"bind_stream,omitempty"`
+	BindStream   *StreamBinding `json:"bind_stream,omitempty"`
+	Reject       *Rejection     `json:"reject,omitempty"`
+	RebindStream *Rebinding     `json:"rebind_stream,omitempty"`
+}
+
+// Rebinding replaces the cluster's stream binding: the operator's repair
+// request (RequestID, at Seq of the new stream) after the bound stream was
+// lost or recreated.
+type Rebinding struct {
+	Stream    StreamBinding `json:"stream"`
+	RequestID string        `json:"request_id"`
+	Seq       uint64        `json:"seq,omitempty"`
+	Time      time.Time     `json:"time,omitzero"`
+}
+
+// OpRepairStream names a stream repair in the history.
+const OpRepairStream = "repair-stream"
+
+// RebindStream binds the cluster, in replicated state, to another
+// membership stream, deciding the repair request r.RequestID: requests
+// are read again from the start of the new stream (a decided request is
+// still recognised by its ID). A request decided before returns
+// ErrDuplicateRequest and changes nothing.
+func (n *Node) RebindStream(ctx context.Context, r Rebinding) (uint64, error) {
+	if r.RequestID == "" || r.Stream.Name == "" {
+		return 0, fmt.Errorf("%w: a rebinding needs a request ID and a stream", ErrInvalidChange)
+	}
+	if r.Time.IsZero() {
+		r.Time = time.Now().UTC()
+	}
+	return n.proposeSystem(ctx, systemCommand{RebindStream: &r})
+}
+
+// RejectMembership records, through Raft, that the operator request
+// r.RequestID is rejected (r.Code, r.Reason), and waits until that is
+// applied here. It returns the index that settled the request: a request
+// that was decided already keeps its first decision, and the call returns
+// ErrDuplicateRequest with the index of the new entry. A decided request
+// is never evaluated again, by any leader.
+func (n *Node) RejectMembership(ctx context.Context, r Rejection) (uint64, error) {
+	if r.RequestID == "" || r.Code == "" {
+		return 0, fmt.Errorf("%w: a rejection needs a request ID and a code", ErrInvalidChange)
+	}
+	if r.Time.IsZero() {
+		r.Time = time.Now().UTC()
+	}
+	return n.proposeSystem(ctx, systemCommand{Reject: &r})
 }
 
 // ErrStreamBound is returned by BindStream when the cluster is already
@@ -162,24 +225,31 @@ var ErrStreamBound = errors.New("node: cluster is bound to another membership st
 // cluster uses. A cluster is bound once: binding again to the same stream is
 // a no-op, to another one fails with ErrStreamBound.
 func (n *Node) BindStream(ctx context.Context, b StreamBinding) error {
+	_, err := n.proposeSystem(ctx, systemCommand{BindStream: &b})
+	return err
+}
+
+// proposeSystem proposes a system entry and waits until it is applied
+// here; it returns the entry's index and its verdict.
+func (n *Node) proposeSystem(ctx context.Context, cmd systemCommand) (uint64, error) {
 	if err := n.checkUsable(); err != nil {
-		return err
+		return 0, err
 	}
-	body, err := jsonMarshal(systemCommand{BindStream: &b})
+	body, err := jsonMarshal(cmd)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	req := n.nextRequestID()
 	ch := n.props.register(req)
 	if err := n.raft.Propose(ctx, encodeTagged(entryTagSystem, req, body)); err != nil {
 		n.props.cancel(req)
-		return n.mapRaftErr(err)
+		return 0, n.mapRaftErr(err)
 	}
 	r, err := n.await(ctx, req, ch)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	return r.err
+	return r.index, r.err
 }
 
 // applySystem applies a system command; the verdict depends only on
@@ -188,6 +258,20 @@ func (n *Node) applySystem(index uint64, body []byte) error {
 	var cmd systemCommand
 	if err := json.Unmarshal(body, &cmd); err != nil {
 		return fmt.Errorf("node: system entry %d: %w", index, err)
+	}
+	if r := cmd.RebindStream; r != nil {
+		err := n.members.rebind(index, *r)
+		if err == nil {
+			n.log.Warn("cluster rebound to a repaired membership stream", "index", index, "stream", r.Stream.Name, "created", r.Stream.Created, "request", r.RequestID)
+		}
+		return err
+	}
+	if r := cmd.Reject; r != nil {
+		err := n.members.reject(index, *r)
+		if err == nil {
+			n.log.Info("membership request rejected", "index", index, "request", r.RequestID, "op", r.Op, "code", r.Code, "reason", r.Reason)
+		}
+		return err
 	}
 	if b := cmd.BindStream; b != nil {
 		n.members.mu.Lock()

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/raftbus/raftbus/bus"
+	"github.com/raftbus/raftbus/internal/nodehook"
 )
 
 // Config configures a Node. Zero values take the documented defaults.
@@ -46,12 +47,11 @@ type Config struct {
 	Storage Storage
 	// StateMachine is the replicated application state. Required.
 	StateMachine StateMachine
-	// Bus carries Raft traffic. Required unless NewTransport is set. The
-	// node does not close it.
+	// Bus carries Raft traffic. Required. The node does not close it.
 	Bus bus.Bus
-	// NewTransport, when set, builds the transport instead of the default
-	// raftbridge over Bus (benchmarks use it to run etcd's rafthttp).
-	NewTransport func(Peer) (Transport, error)
+	// newTransport, when set (internal/nodehook, for the benchmarks),
+	// builds the transport instead of a raftbridge over Bus.
+	newTransport nodehook.Factory
 
 	// TickInterval is the Raft tick. Default 100ms.
 	TickInterval time.Duration
@@ -107,7 +107,7 @@ func (c *Config) validate() error {
 	if c.StateMachine == nil {
 		errs = append(errs, errors.New("state machine is required"))
 	}
-	if c.Bus == nil && c.NewTransport == nil {
+	if c.Bus == nil && c.newTransport == nil {
 		errs = append(errs, errors.New("a bus (or a transport) is required"))
 	}
 	seen := map[uint64]bool{}

@@ -48,7 +48,12 @@
 //     incarnations can never return, an ID keeps its incarnation) and a
 //     rejected change is applied to Raft as a no-op, identically on every
 //     node. Tombstones travel in snapshots, so they survive compaction. The
-//     membership image is the bridge's Directory.
+//     membership image is the bridge's Directory. An operator request
+//     (MembershipChange.RequestID) is decided once: applied, rejected when
+//     applied (also ErrConflict against ExpectVersion), or rejected by the
+//     leader through a system entry (RejectMembership); a decided request
+//     ID is never carried out later. The highest decided stream sequence
+//     and the stream binding (RebindStream) are replicated with it.
 //  6. A node that applies its own removal stops itself with ErrRemoved and
 //     logs that its data directory must be wiped before the machine can
 //     rejoin (as a new incarnation with a new Raft ID). It never learns this
@@ -116,5 +121,9 @@
 //
 // Config.Ticker replaces the wall-clock Raft ticker, so tests drive Raft
 // time by hand (harness_test.go: nodes over bus/membus on manual clocks,
-// where only the chosen leader is ticked).
+// where only the chosen leader is ticked). With membus's manual mode
+// (Network.Hold, Deliver, Duplicate, Drop) frames wait until the test
+// delivers them, so tick, Ready and delivery are driven step by step
+// (pump_test.go: a replayed proposal frame, a forwarded read batched with
+// other messages, the seed scenario after compaction).
 package node

@@ -12,6 +12,8 @@ import (
 	"github.com/google/uuid"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/raftbus/raftbus/internal/nodehook"
 )
 
 // hookStorage is a MemoryStorage with hooks on the Ready loop's writes.
@@ -40,7 +42,7 @@ func follower(t *testing.T, st Storage, sm StateMachine) (*Node, Member) {
 	n, err := New(Config{
 		Cluster: uuid.New(), ID: 2, Incarnation: self.Incarnation,
 		JoinMembers: []Member{leader}, Storage: st, StateMachine: sm,
-		NewTransport: func(Peer) (Transport, error) { return &fakeTransport{}, nil },
+		newTransport: func(nodehook.Peer) (nodehook.Transport, error) { return &fakeTransport{}, nil },
 		Ticker:       newManualClock().ticker, Logger: testLogger(t),
 	})
 	if err != nil {

@@ -25,6 +25,10 @@ type Member struct {
 	// PublicKey is the incarnation's nkey public key, from its verified
 	// announcement: what every member checks membership records against.
 	PublicKey string `json:"public_key,omitempty"`
+	// AutoPromote marks a learner the leader promotes by itself once its
+	// log is close to the leader's (`member add --learner
+	// --promote-when-caught-up`); cleared by the promotion.
+	AutoPromote bool `json:"auto_promote,omitempty"`
 }
 
 // HexID formats a Raft ID the way raftbus prints them everywhere.
@@ -43,10 +47,14 @@ func ParseHexID(s string) (uint64, error) {
 // do not survive JSON readers that use doubles.
 func (m Member) MarshalJSON() ([]byte, error) {
 	type plain Member
+	id := ""
+	if m.ID != 0 {
+		id = HexID(m.ID) // no ID (a rejection of a request naming none) is ""
+	}
 	return json.Marshal(struct {
 		ID string `json:"id"`
 		plain
-	}{HexID(m.ID), plain(m)})
+	}{id, plain(m)})
 }
 
 // UnmarshalJSON reads what MarshalJSON writes.
@@ -80,6 +88,14 @@ type confContext struct {
 	RequestID string `json:"request_id,omitempty"`
 	// Time is when the change was proposed, for the history.
 	Time time.Time `json:"time,omitzero"`
+	// Seq is the membership stream sequence of the request; deciding the
+	// request records it (membership.decidedSeq), so that a new leader
+	// resumes reading requests after it.
+	Seq uint64 `json:"seq,omitempty"`
+	// ExpectVersion is the membership version the request was made
+	// against (0: any). It is checked when the entry is applied, against
+	// replicated state, so the verdict is the same on every node.
+	ExpectVersion uint64 `json:"expect_version,omitempty"`
 }
 
 // membership is the replicated membership state: current members and
@@ -103,6 +119,12 @@ type membership struct {
 	history []Change
 	// stream is the membership stream this cluster is bound to.
 	stream *StreamBinding
+	// decidedSeq is the highest membership stream sequence of a request
+	// decided (applied or rejected) in replicated state.
+	decidedSeq uint64
+	// effective is the Raft index of the last change that took effect (not
+	// rejected): the version operators see and requests are made against.
+	effective uint64
 	// joining holds Config.JoinMembers: the directory answers from it only
 	// until the first replicated membership (a snapshot or the log) is
 	// applied. It is never part of the replicated state.
@@ -120,10 +142,18 @@ type Change struct {
 	// and Code its short form (see RejectionCode).
 	Rejected string `json:"rejected,omitempty"`
 	Code     string `json:"code,omitempty"`
+	// Seq is the membership stream sequence of the request, 0 if the
+	// change did not come from the stream.
+	Seq uint64 `json:"seq,omitempty"`
 }
 
+// ErrConflict: the request was made against a membership version that is
+// no longer current.
+var ErrConflict = errors.New("node: membership changed since the request was made")
+
 // RejectionCode names the kind of a rejected membership change:
-// no_such_member, last_voter, tombstoned, duplicate or invalid.
+// no_such_member, last_voter, tombstoned, duplicate, conflict or invalid.
+// Rejections a leader decides (RejectMembership) carry their own code.
 func RejectionCode(err error) string {
 	switch {
 	case err == nil:
@@ -136,6 +166,8 @@ func RejectionCode(err error) string {
 		return "tombstoned"
 	case errors.Is(err, ErrDuplicateRequest):
 		return "duplicate"
+	case errors.Is(err, ErrConflict):
+		return "conflict"
 	}
 	return "invalid"
 }
@@ -260,20 +292,6 @@ func (ms *membership) list() []Member {
 	return out
 }
 
-func (ms *membership) removed() (ids []uint64, incs []uuid.UUID) {
-	ms.mu.RLock()
-	defer ms.mu.RUnlock()
-	for id := range ms.removedIDs {
-		ids = append(ids, id)
-	}
-	for inc := range ms.removedIncs {
-		incs = append(incs, inc)
-	}
-	slices.Sort(ids)
-	slices.SortFunc(incs, func(a, b uuid.UUID) int { return slices.Compare(a[:], b[:]) })
-	return ids, incs
-}
-
 // decide settles the membership change carried by the committed entry at
 // index: it validates the change against replicated state, applies it if
 // valid, and records the verdict in the history. It returns nil when the
@@ -310,6 +328,9 @@ func (ms *membership) decide(index uint64, cc *raftpb.ConfChangeV2, ctx *confCon
 		ms.settle(index, ch, ctx, verdict)
 	}
 	ms.version = index
+	if verdict == nil {
+		ms.effective = index
+	}
 	return verdict
 }
 
@@ -323,6 +344,9 @@ func (ms *membership) validate(cc *raftpb.ConfChangeSingle, ctx *confContext) er
 		if at, done := ms.requests[ctx.RequestID]; done {
 			return fmt.Errorf("%w: request %s was settled at index %d", ErrDuplicateRequest, ctx.RequestID, at)
 		}
+	}
+	if ctx != nil && ctx.ExpectVersion != 0 && ctx.ExpectVersion != ms.effective {
+		return fmt.Errorf("%w: membership is at version %d, the request was made against version %d", ErrConflict, ms.effective, ctx.ExpectVersion)
 	}
 	if ms.removedIDs[id] {
 		return fmt.Errorf("%w: raft ID %s was removed and can never return", ErrTombstoned, HexID(id))
@@ -379,6 +403,10 @@ func (ms *membership) settle(index uint64, cc *raftpb.ConfChangeSingle, ctx *con
 	ch := Change{Index: index, Op: opName(cc.GetType(), ctx), Member: Member{ID: cc.GetNodeId()}}
 	if m, ok := ms.members[cc.GetNodeId()]; ok {
 		ch.Member = *m
+	} else if m, ok := ms.lastKnown(cc.GetNodeId()); ok {
+		// Removed by this very change (apply ran first) or unknown now:
+		// the history names the member as it was.
+		ch.Member = m
 	}
 	if ctx != nil {
 		if ctx.Member != nil {
@@ -388,12 +416,96 @@ func (ms *membership) settle(index uint64, cc *raftpb.ConfChangeSingle, ctx *con
 		ch.RequestID, ch.Time = ctx.RequestID, ctx.Time
 		if ctx.RequestID != "" && !errors.Is(rejected, ErrDuplicateRequest) {
 			ms.requests[ctx.RequestID] = index
+			ch.Seq = ctx.Seq
+			ms.decidedSeq = max(ms.decidedSeq, ctx.Seq)
 		}
 	}
 	if rejected != nil {
 		ch.Rejected, ch.Code = rejected.Error(), RejectionCode(rejected)
 	}
-	ms.history = append(ms.history, ch)
+	ms.record(ch)
+}
+
+// record inserts a settled change into the history in index order (a
+// system entry can be applied after the directory was primed with later
+// changes). Caller holds the lock.
+func (ms *membership) record(ch Change) {
+	i := len(ms.history)
+	for i > 0 && ms.history[i-1].Index > ch.Index {
+		i--
+	}
+	ms.history = slices.Insert(ms.history, i, ch)
+}
+
+// lastKnown returns member id as the history last recorded it with an
+// incarnation (the change that added it). Caller holds the lock.
+func (ms *membership) lastKnown(id uint64) (Member, bool) {
+	for i := len(ms.history) - 1; i >= 0; i-- {
+		h := ms.history[i]
+		if h.Member.ID == id && h.Rejected == "" && h.Member.Incarnation != uuid.Nil {
+			return h.Member, true
+		}
+	}
+	return Member{}, false
+}
+
+// Rejection is the body of a system entry that records a leader's
+// rejection of an operator request as a replicated fact.
+type Rejection struct {
+	RequestID string    `json:"request_id"`
+	Seq       uint64    `json:"seq,omitempty"`
+	Op        string    `json:"op"`
+	Member    Member    `json:"member"`
+	Code      string    `json:"code"`
+	Reason    string    `json:"reason"`
+	Time      time.Time `json:"time,omitzero"`
+}
+
+// rebind replaces the stream binding, deciding the repair request; the
+// decided sequence restarts on the new stream. Caller: the apply loop.
+func (ms *membership) rebind(index uint64, r Rebinding) error {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	if at, done := ms.requests[r.RequestID]; done {
+		if at == index {
+			return nil
+		}
+		return fmt.Errorf("%w: request %s was settled at index %d", ErrDuplicateRequest, r.RequestID, at)
+	}
+	b := r.Stream
+	ms.stream = &b
+	ms.requests[r.RequestID] = index
+	ms.decidedSeq = 0
+	ms.record(Change{Index: index, Op: OpRepairStream, RequestID: r.RequestID, Time: r.Time, Seq: r.Seq})
+	return nil
+}
+
+// reject settles request r as rejected at index, unless it was decided
+// already: then it returns ErrDuplicateRequest and changes nothing, the
+// same on every node. Replaying the entry that decided it is a no-op.
+func (ms *membership) reject(index uint64, r Rejection) error {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	if r.RequestID == "" {
+		return fmt.Errorf("%w: a rejection without a request ID", ErrInvalidChange)
+	}
+	if at, done := ms.requests[r.RequestID]; done {
+		if at == index {
+			return nil
+		}
+		return fmt.Errorf("%w: request %s was settled at index %d", ErrDuplicateRequest, r.RequestID, at)
+	}
+	m := r.Member
+	if cur, ok := ms.members[m.ID]; ok && m.Incarnation == uuid.Nil {
+		m = *cur
+	} else if known, ok := ms.lastKnown(m.ID); ok && m.Incarnation == uuid.Nil {
+		m = known
+	}
+	ms.requests[r.RequestID] = index
+	ms.decidedSeq = max(ms.decidedSeq, r.Seq)
+	ms.record(Change{Index: index, Op: r.Op, Member: m, RequestID: r.RequestID, Time: r.Time, Seq: r.Seq,
+		Rejected: r.Reason, Code: r.Code})
+	return nil
 }
 
 func opName(t raftpb.ConfChangeType, ctx *confContext) string {
@@ -424,8 +536,12 @@ func (ms *membership) apply(cc *raftpb.ConfChangeSingle, ctx *confContext) {
 		if ctx != nil && ctx.Member != nil {
 			m.Name, m.Incarnation, m.ClientURL = ctx.Member.Name, ctx.Member.Incarnation, ctx.Member.ClientURL
 			m.PublicKey = ctx.Member.PublicKey
+			m.AutoPromote = learner && ctx.Member.AutoPromote
 		}
 		m.Learner = learner
+		if !learner {
+			m.AutoPromote = false
+		}
 	case raftpb.ConfChangeRemoveNode:
 		if m, ok := ms.members[id]; ok {
 			ms.removedIncs[m.Incarnation] = true
@@ -445,16 +561,30 @@ type membershipImage struct {
 	Requests            map[string]uint64 `json:"requests,omitempty"`
 	History             []Change          `json:"history,omitempty"`
 	Stream              *StreamBinding    `json:"stream,omitempty"`
+	// DecidedSeq is the highest stream sequence of a decided request.
+	DecidedSeq uint64 `json:"decided_seq,omitempty"`
+	// Effective is the index of the last change that took effect (derived
+	// from History when absent, in images written before it existed).
+	Effective uint64 `json:"effective,omitempty"`
 }
 
+// image copies the whole membership state under one read lock, so that a
+// reader (a snapshot, /status, the request processor) never sees a torn
+// view.
 func (ms *membership) image() membershipImage {
-	ids, incs := ms.removed()
-	img := membershipImage{Version: ms.Version(), Members: ms.list(), RemovedIncarnations: incs}
+	ms.mu.RLock()
+	defer ms.mu.RUnlock()
+	img := membershipImage{Version: ms.version, Members: make([]Member, 0, len(ms.members)),
+		DecidedSeq: ms.decidedSeq, Effective: ms.effective}
+	for _, m := range ms.members {
+		img.Members = append(img.Members, *m)
+	}
+	slices.SortFunc(img.Members, func(a, b Member) int { return cmp.Compare(a.ID, b.ID) })
+	ids := slices.Sorted(maps.Keys(ms.removedIDs))
 	for _, id := range ids {
 		img.RemovedIDs = append(img.RemovedIDs, HexID(id))
 	}
-	ms.mu.RLock()
-	defer ms.mu.RUnlock()
+	img.RemovedIncarnations = slices.SortedFunc(maps.Keys(ms.removedIncs), func(a, b uuid.UUID) int { return slices.Compare(a[:], b[:]) })
 	if ms.maxID != 0 {
 		img.MaxID = HexID(ms.maxID)
 	}
@@ -501,5 +631,14 @@ func (ms *membership) restore(img membershipImage) error {
 	defer ms.mu.Unlock()
 	ms.members, ms.removedIDs, ms.removedIncs, ms.version = members, removed, incs, img.Version
 	ms.maxID, ms.requests, ms.history, ms.stream = maxID, requests, img.History, img.Stream
+	ms.decidedSeq, ms.effective = img.DecidedSeq, img.Effective
+	if ms.effective == 0 {
+		ms.effective = img.Version
+		for _, h := range img.History {
+			if h.Rejected == "" {
+				ms.effective = h.Index
+			}
+		}
+	}
 	return nil
 }

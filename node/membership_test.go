@@ -7,6 +7,8 @@ import (
 	"github.com/google/uuid"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/raftbus/raftbus/internal/nodehook"
 )
 
 func change(t raftpb.ConfChangeType, id uint64) *raftpb.ConfChangeV2 {
@@ -95,7 +97,7 @@ func TestConfigValidate(t *testing.T) {
 	}
 	inc := uuid.New()
 	c = Config{Cluster: uuid.New(), ID: 1, Incarnation: inc, Storage: NewMemoryStorage(), StateMachine: nopSM{},
-		NewTransport: func(Peer) (Transport, error) { return nil, nil },
+		newTransport: func(nodehook.Peer) (nodehook.Transport, error) { return nil, nil },
 		Peers:        []Member{{ID: 2, Incarnation: uuid.New()}}}
 	if err := c.validate(); err == nil {
 		t.Fatal("peers without this node accepted")

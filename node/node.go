@@ -14,6 +14,8 @@ import (
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/raftbus/raftbus/internal/nodehook"
 )
 
 // Node runs one member of a Raft cluster: the etcd raft node, its Ready
@@ -22,7 +24,7 @@ type Node struct {
 	cfg       Config
 	log       *slog.Logger
 	raft      raft.Node
-	transport Transport
+	transport nodehook.Transport
 	members   *membership
 	metrics   *metrics
 
@@ -150,11 +152,11 @@ func New(cfg Config) (*Node, error) {
 	}
 	n.metrics = newMetrics(cfg.Registerer, n)
 
-	newTransport := cfg.NewTransport
+	newTransport := cfg.newTransport
 	if newTransport == nil {
-		newTransport = func(Peer) (Transport, error) { return n.newBridge() }
+		newTransport = func(nodehook.Peer) (nodehook.Transport, error) { return n.newBridge() }
 	}
-	tr, err := newTransport(n)
+	tr, err := newTransport(hookPeer{n})
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}

@@ -1,41 +1,30 @@
 package node
 
 import (
-	"go.etcd.io/raft/v3/raftpb"
-
+	"github.com/raftbus/raftbus/internal/nodehook"
 	"github.com/raftbus/raftbus/raftbridge"
 )
 
-// Transport carries a node's Raft messages. The default, built when
-// Config.NewTransport is nil, is a raftbridge.Bridge over Config.Bus; the
-// hook exists so that benchmarks can run the very same node over another
-// transport (etcd's rafthttp) for a side-by-side comparison.
-type Transport interface {
-	// Send is called from the Ready loop with the messages of one Ready,
-	// after the state they depend on is durable. It must not block.
-	Send(msgs []*raftpb.Message)
-	// Start begins delivering inbound messages to the node.
-	Start() error
-	// Close stops the transport and waits for its goroutines.
-	Close() error
+// The transport is a raftbridge.Bridge over Config.Bus. internal/nodehook
+// lets the benchmarks replace it (etcd's rafthttp, for a side-by-side
+// comparison) without a hook in the public API.
+func init() {
+	nodehook.SetTransport = func(cfg any, f nodehook.Factory) {
+		cfg.(*Config).newTransport = f
+	}
 }
 
-// Peer is what a Transport delivers to: the node, seen through etcd
-// rafthttp's Raft interface (Process, IsIDRemoved, ReportUnreachable,
-// ReportSnapshot), plus the membership directory.
-type Peer interface {
-	raftbridge.Raft
-	IsIDRemoved(id uint64) bool
-	Directory() raftbridge.Directory
-}
+// hookPeer is the node as a nodehook.Peer: the calls rafthttp makes beyond
+// raftbridge.Raft.
+type hookPeer struct{ *Node }
 
 // IsIDRemoved reports whether a Raft ID was removed from the cluster.
-func (n *Node) IsIDRemoved(id uint64) bool { return n.members.RemovedID(id) }
+func (p hookPeer) IsIDRemoved(id uint64) bool { return p.members.RemovedID(id) }
 
 // Directory returns the replicated membership as a raftbridge.Directory.
-func (n *Node) Directory() raftbridge.Directory { return n.members }
+func (p hookPeer) Directory() raftbridge.Directory { return p.members }
 
-func (n *Node) newBridge() (Transport, error) {
+func (n *Node) newBridge() (nodehook.Transport, error) {
 	return raftbridge.New(raftbridge.Config{
 		Cluster:     n.cfg.Cluster,
 		ID:          n.cfg.ID,

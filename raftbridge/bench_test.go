@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/raftbus/raftbus/bus"
+	"github.com/raftbus/raftbus/internal/wire"
 )
 
 // msgApp builds a MsgApp from 1 to 2 with n entries of size bytes each.
@@ -33,35 +34,35 @@ func heartbeat(from, to uint64) *raftpb.Message {
 	}
 }
 
-var benchHeader = Header{
+var benchHeader = wire.Header{
 	Cluster: uuid.MustParse("0195a1b2-0000-7000-8000-000000000001"),
-	From:    Endpoint{ID: 1, Incarnation: uuid.MustParse("0195a1b2-0000-7000-8000-000000000011")},
-	To:      Endpoint{ID: 2, Incarnation: uuid.MustParse("0195a1b2-0000-7000-8000-000000000012")},
+	From:    wire.Endpoint{ID: 1, Incarnation: uuid.MustParse("0195a1b2-0000-7000-8000-000000000011")},
+	To:      wire.Endpoint{ID: 2, Incarnation: uuid.MustParse("0195a1b2-0000-7000-8000-000000000012")},
 }
 
 func benchEncode(b *testing.B, msgs []*raftpb.Message) {
-	buf, err := AppendEnvelope(nil, &benchHeader, msgs)
+	buf, err := wire.AppendEnvelope(nil, &benchHeader, msgs)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.SetBytes(int64(len(buf)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if buf, err = AppendEnvelope(buf[:0], &benchHeader, msgs); err != nil {
+		if buf, err = wire.AppendEnvelope(buf[:0], &benchHeader, msgs); err != nil {
 			b.Fatal(err)
 		}
 	}
 }
 
 func benchDecode(b *testing.B, msgs []*raftpb.Message) {
-	buf, err := AppendEnvelope(nil, &benchHeader, msgs)
+	buf, err := wire.AppendEnvelope(nil, &benchHeader, msgs)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.SetBytes(int64(len(buf)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := DecodeEnvelope(buf); err != nil {
+		if _, err := wire.DecodeEnvelope(buf); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -146,8 +147,8 @@ func BenchmarkDeliver64Heartbeats(b *testing.B) {
 	for i := range msgs {
 		msgs[i] = heartbeat(1, 2)
 	}
-	h := Header{Cluster: benchHeader.Cluster, From: Endpoint{1, benchHeader.From.Incarnation}, To: Endpoint{2, benchHeader.To.Incarnation}}
-	data, err := AppendEnvelope(nil, &h, msgs)
+	h := wire.Header{Cluster: benchHeader.Cluster, From: wire.Endpoint{ID: 1, Incarnation: benchHeader.From.Incarnation}, To: wire.Endpoint{ID: 2, Incarnation: benchHeader.To.Incarnation}}
+	data, err := wire.AppendEnvelope(nil, &h, msgs)
 	if err != nil {
 		b.Fatal(err)
 	}

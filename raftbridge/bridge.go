@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/raftbus/raftbus/bus"
+	"github.com/raftbus/raftbus/internal/wire"
 )
 
 // Errors returned by Start.
@@ -30,7 +31,7 @@ var (
 // documentation for the contract.
 type Bridge struct {
 	cfg  Config
-	self Endpoint
+	self wire.Endpoint
 	log  *slog.Logger
 
 	meter   *meter
@@ -77,10 +78,11 @@ func New(cfg Config) (*Bridge, error) {
 	}
 	b := &Bridge{
 		cfg:   cfg,
-		self:  Endpoint{ID: cfg.ID, Incarnation: cfg.Incarnation},
+		self:  wire.Endpoint{ID: cfg.ID, Incarnation: cfg.Incarnation},
 		meter: newMeter(),
 	}
 	b.meter.peerKey = b.peerKey
+	b.meter.removed = cfg.Directory.RemovedID
 	b.log = cfg.Logger.With(
 		slog.String("component", "raftbridge"),
 		slog.String("cluster", cfg.Cluster.String()),
@@ -93,8 +95,8 @@ func New(cfg Config) (*Bridge, error) {
 	b.snapIn = newSnapReceiver(b)
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	if cfg.Registerer != nil {
-		p := newPromMetrics()
-		cs := append(p.collectors(), newQueueCollector(b))
+		p := newPromMetrics(b.meter)
+		cs := append(p.collectors(b.meter), newQueueCollector(b))
 		if err := register(cfg.Registerer, cs...); err != nil {
 			b.cancel()
 			return nil, err
@@ -238,7 +240,7 @@ func (b *Bridge) groupByDestination(msgs []*raftpb.Message) []destGroup {
 	for _, m := range msgs {
 		to := m.GetTo()
 		if to == raft.None || to == b.self.ID || raft.IsLocalMsgTarget(to) || raft.IsLocalMsg(m.GetType()) {
-			b.dropOutbound(Endpoint{ID: to}, []*raftpb.Message{m}, DropLocalMessage, nil)
+			b.dropOutbound(wire.Endpoint{ID: to}, []*raftpb.Message{m}, DropLocalMessage, nil)
 			continue
 		}
 		i := 0
@@ -275,7 +277,7 @@ func (b *Bridge) resolve(to uint64) (uuid.UUID, bus.DropReason) {
 
 func (b *Bridge) sendTo(to uint64, msgs []*raftpb.Message) {
 	inc, reason := b.resolve(to)
-	dst := Endpoint{ID: to, Incarnation: inc}
+	dst := wire.Endpoint{ID: to, Incarnation: inc}
 	if reason != "" {
 		b.dropOutbound(dst, msgs, reason, nil)
 		return
@@ -300,26 +302,26 @@ func (b *Bridge) sendTo(to uint64, msgs []*raftpb.Message) {
 // MaxEnvelopeBytes and queues them on the bus. Every message is measured
 // once; the envelope buffer is allocated at its exact size (the bus takes
 // ownership of it) and the messages are marshalled straight into it.
-func (b *Bridge) sendEnvelopes(dst Endpoint, msgs []*raftpb.Message) {
+func (b *Bridge) sendEnvelopes(dst wire.Endpoint, msgs []*raftpb.Message) {
 	sizes := b.sizes[:0]
 	for _, m := range msgs {
 		sizes = append(sizes, proto.Size(m))
 	}
 	b.sizes = sizes
-	h := Header{Cluster: b.cfg.Cluster, From: b.self, To: dst, DirectoryVersion: b.cfg.Directory.Version()}
+	h := wire.Header{Cluster: b.cfg.Cluster, From: b.self, To: dst, DirectoryVersion: b.cfg.Directory.Version()}
 	for i := 0; i < len(msgs); {
 		j, body := i, 0
-		for j < len(msgs) && j-i < MaxMessagesPerEnvelope {
-			fs := framedSize(sizes[j])
-			if j > i && HeaderSize+uvarintLen(uint64(j-i+1))+body+fs > b.cfg.MaxEnvelopeBytes {
+		for j < len(msgs) && j-i < wire.MaxMessagesPerEnvelope {
+			fs := wire.FramedSize(sizes[j])
+			if j > i && wire.HeaderSize+wire.UvarintLen(uint64(j-i+1))+body+fs > b.cfg.MaxEnvelopeBytes {
 				break
 			}
 			body += fs
 			j++
 		}
 		batch := msgs[i:j]
-		size := HeaderSize + uvarintLen(uint64(len(batch))) + body
-		buf, err := appendEnvelopeSized(make([]byte, 0, size), &h, batch, sizes[i:j])
+		size := wire.HeaderSize + wire.UvarintLen(uint64(len(batch))) + body
+		buf, err := wire.AppendEnvelopeSized(make([]byte, 0, size), &h, batch, sizes[i:j])
 		switch {
 		case err != nil:
 			b.dropOutbound(dst, batch, DropEncode, err)
@@ -328,6 +330,7 @@ func (b *Bridge) sendEnvelopes(dst Endpoint, msgs []*raftpb.Message) {
 				b.dropOutbound(dst, batch, bus.ReasonOf(err), err)
 			} else {
 				b.meter.sent(dst.ID, len(batch), len(buf))
+				b.meter.heartbeatsSent(dst.ID, batch)
 			}
 		}
 		i = j
@@ -337,7 +340,7 @@ func (b *Bridge) sendEnvelopes(dst Endpoint, msgs []*raftpb.Message) {
 // dropOutbound counts and logs outbound messages that will not be sent and
 // tells Raft, through the reporter: unreachable for every drop of traffic
 // meant for a peer, and SnapshotFailure for every MsgSnap among them.
-func (b *Bridge) dropOutbound(dst Endpoint, msgs []*raftpb.Message, reason bus.DropReason, err error) {
+func (b *Bridge) dropOutbound(dst wire.Endpoint, msgs []*raftpb.Message, reason bus.DropReason, err error) {
 	b.meter.dropped(reason, len(msgs))
 	if reason != DropLocalMessage {
 		b.reports.reportUnreachable(dst.ID)

@@ -11,6 +11,7 @@ import (
 	"go.etcd.io/raft/v3"
 
 	"github.com/raftbus/raftbus/bus"
+	"github.com/raftbus/raftbus/internal/wire"
 )
 
 // Defaults for the zero values of Config.
@@ -109,10 +110,10 @@ func (c *Config) validate() error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, args...))
 	}
-	if err := bus.ValidateID(c.Cluster); err != nil {
+	if err := wire.ValidateID(c.Cluster); err != nil {
 		return bad("Cluster: %v", err)
 	}
-	if err := bus.ValidateID(c.Incarnation); err != nil {
+	if err := wire.ValidateID(c.Incarnation); err != nil {
 		return bad("Incarnation: %v", err)
 	}
 	if c.ID == raft.None || raft.IsLocalMsgTarget(c.ID) {

@@ -34,12 +34,14 @@ type IncarnationLookup interface {
 	MemberOf(inc uuid.UUID) (id uint64, ok bool)
 }
 
-// MemDirectory is a Directory held in memory, safe for concurrent use. The
-// node runtime keeps one up to date from applied ConfChanges; tests build
-// their own.
+// MemDirectory is a Directory held in memory, safe for concurrent use.
+// Feed it from committed membership with [ApplyConfChange], carry it in
+// your snapshots with [MemDirectory.Save] and [MemDirectory.Restore]; tests
+// may also build one by hand with Set and Remove.
 type MemDirectory struct {
 	mu          sync.RWMutex
 	members     map[uint64]uuid.UUID
+	info        map[uint64]Member // PublicKey and Name only, of members that have them
 	removedIDs  map[uint64]struct{}
 	removedIncs map[uuid.UUID]struct{}
 	version     uint64
@@ -49,6 +51,7 @@ type MemDirectory struct {
 func NewMemDirectory() *MemDirectory {
 	return &MemDirectory{
 		members:     make(map[uint64]uuid.UUID),
+		info:        make(map[uint64]Member),
 		removedIDs:  make(map[uint64]struct{}),
 		removedIncs: make(map[uuid.UUID]struct{}),
 	}
@@ -88,17 +91,54 @@ func (d *MemDirectory) Version() uint64 {
 // Set records inc as the incarnation of id and bumps the version. It
 // refuses (returns false) to resurrect a tombstoned ID or incarnation.
 func (d *MemDirectory) Set(id uint64, inc uuid.UUID) bool {
+	return d.Add(Member{ID: id, Incarnation: inc})
+}
+
+// Add records m as a current member, with its public key and name, and
+// bumps the version. Like Set it refuses (returns false) a tombstoned ID or
+// incarnation; it also refuses ID 0 and the nil incarnation.
+func (d *MemDirectory) Add(m Member) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if _, gone := d.removedIDs[id]; gone {
+	if !d.addable(m) {
 		return false
 	}
-	if _, gone := d.removedIncs[inc]; gone {
-		return false
-	}
-	d.members[id] = inc
+	d.add(m)
 	d.version++
 	return true
+}
+
+// addable reports whether m may become a member. Callers hold d.mu.
+func (d *MemDirectory) addable(m Member) bool {
+	if m.ID == 0 || m.Incarnation == uuid.Nil {
+		return false
+	}
+	_, goneID := d.removedIDs[m.ID]
+	_, goneInc := d.removedIncs[m.Incarnation]
+	return !goneID && !goneInc
+}
+
+func (d *MemDirectory) add(m Member) {
+	d.members[m.ID] = m.Incarnation
+	if m.PublicKey != "" || m.Name != "" {
+		d.info[m.ID] = Member{PublicKey: m.PublicKey, Name: m.Name}
+	} else {
+		delete(d.info, m.ID)
+	}
+}
+
+// Member returns a current member with its public key and name (empty when
+// it was added without them).
+func (d *MemDirectory) Member(id uint64) (Member, bool) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	inc, ok := d.members[id]
+	if !ok {
+		return Member{}, false
+	}
+	m := d.info[id]
+	m.ID, m.Incarnation = id, inc
+	return m, true
 }
 
 // Remove tombstones id and its incarnation (if known) forever and bumps the
@@ -106,12 +146,17 @@ func (d *MemDirectory) Set(id uint64, inc uuid.UUID) bool {
 func (d *MemDirectory) Remove(id uint64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.remove(id)
+	d.version++
+}
+
+func (d *MemDirectory) remove(id uint64) {
 	if inc, ok := d.members[id]; ok {
 		d.removedIncs[inc] = struct{}{}
 		delete(d.members, id)
+		delete(d.info, id)
 	}
 	d.removedIDs[id] = struct{}{}
-	d.version++
 }
 
 // TombstoneIncarnation tombstones an incarnation that may never have been a
@@ -123,6 +168,7 @@ func (d *MemDirectory) TombstoneIncarnation(inc uuid.UUID) {
 	for id, cur := range d.members {
 		if cur == inc {
 			delete(d.members, id)
+			delete(d.info, id)
 		}
 	}
 	d.version++

@@ -17,9 +17,19 @@
 //
 // # Usage
 //
+// A raft.Node has Step, not Process; adapt it (raft v3.7 takes messages by
+// pointer, and the bridge hands each one over to the callee):
+//
+//	type raftNode struct{ raft.Node }
+//
+//	func (n raftNode) Process(ctx context.Context, m *raftpb.Message) error { return n.Step(ctx, m) }
+//
+// Then:
+//
+//	dir := raftbridge.NewMemDirectory() // primed before Raft starts, see Membership
 //	b, err := raftbridge.New(raftbridge.Config{
 //		Cluster: clusterID, ID: raftID, Incarnation: incarnation,
-//		Bus: bus, Directory: directory, Raft: node,
+//		Bus: bus, Directory: dir, Raft: raftNode{node},
 //		Logger: logger, Registerer: registry,
 //	})
 //	if err != nil { ... }
@@ -27,11 +37,44 @@
 //	defer b.Close()
 //
 //	for rd := range readyC { // the raft loop
-//		persist(rd.HardState, rd.Entries, rd.Snapshot)
+//		persist(rd.Snapshot, rd.HardState, rd.Entries)
 //		b.Send(rd.Messages)
-//		apply(rd.CommittedEntries) // ConfChanges also update the directory
+//		for _, e := range rd.CommittedEntries {
+//			// a ConfChange: the directory first, then raft
+//			accepted, err := raftbridge.ApplyConfChange(dir, cc)
+//			node.ApplyConfChange(accepted)
+//		}
 //		node.Advance()
 //	}
+//
+// examples/ownraft in the repository is a complete program (bootstrap,
+// join, removal, snapshots, restart, over NATS and over membus), and
+// docs/own-raft-loop.md the guide to it.
+//
+// # Membership
+//
+// The directory is what keeps a removed node out, so it must be fed from
+// committed membership only and must never forget a tombstone. The kit:
+//
+//   - [EncodeConfContext] is the Context of a ConfChange that adds a member
+//     (and of each raft.Peer of a bootstrap): Raft ID, incarnation, nkey
+//     public key, name, as JSON; the reference node writes the same.
+//   - [ApplyConfChange] applies a committed ConfChange to a [MemDirectory]
+//     (members, keys, tombstones) and returns the change for
+//     raft.Node.ApplyConfChange: the same one, or, if the directory refuses
+//     it (a tombstoned ID or incarnation comes back, an ID held by another
+//     incarnation), one raft ignores, so that raft and the directory agree
+//     on every node.
+//   - [MemDirectory.Save] is an image of the directory to store in every
+//     snapshot beside the application's state; [MemDirectory.Restore]
+//     loads it when a snapshot is restored (on restart, or received from
+//     the leader). It keeps every tombstone it already has.
+//
+// A bootstrap primes the directory with the founding members (the
+// ConfChanges raft.StartNode commits for them, applied to the directory
+// before Raft starts; applying them again from the log is a no-op), and a
+// joining node with the current members (an image, or verified membership
+// records) before its Raft starts.
 //
 // # Responsibilities
 //
@@ -53,12 +96,14 @@
 //     bridge's report goroutine, never from inside Send, so they may wait
 //     for the raft loop (raft.Node's do).
 //  3. Feed the [Directory] from committed membership only: ConfChanges
-//     applied from the log and restored snapshots. Tombstone every removed
-//     Raft ID and its incarnation forever. The bridge never changes the
-//     directory and never infers membership from traffic. A joining node
-//     must prime its directory with the current members (from verified
-//     membership records) before its Raft starts: the bridge drops
-//     everything from senders it does not know, its leader included.
+//     applied from the log and restored snapshots ([ApplyConfChange],
+//     [MemDirectory.Restore]; see Membership). Tombstone every removed
+//     Raft ID and its incarnation forever, snapshots included. The bridge
+//     never changes the directory and never infers membership from
+//     traffic. A joining node must prime its directory with the current
+//     members (from verified membership records) before its Raft starts:
+//     the bridge drops everything from senders it does not know, its
+//     leader included.
 //  4. Keep raft.Config.MaxSizePerMsg well below Config.MaxEnvelopeBytes. A
 //     message too large for one envelope still goes out alone, and the bus
 //     may refuse it ("too_large", reported unreachable).
@@ -91,7 +136,7 @@
 // costs a header parse and nothing else.
 //
 //  1. The fixed header parses ("decode": too short, bad magic) and its
-//     version is within [MinVersion, MaxVersion] ("version"; checked right
+//     version is one this build speaks, 1 ("version"; checked right
 //     after the magic, before anything that depends on the version).
 //  2. The bus kind is msg or snap ("unknown_kind") and the envelope kind
 //     matches it ("decode").
@@ -142,16 +187,20 @@
 //
 // # Drops
 //
-// Every drop increments raftbus_transport_dropped_messages_total{reason}
-// and the matching Stats.Dropped entry, counting Raft messages where they
-// are known and one per envelope where they are not. A message envelope
-// dropped on its header (checks 3 to 8) counts the message count its body
-// announces, when that count is plausible (at most one message per
-// remaining byte and MaxMessagesPerEnvelope), else 1; an undecodable body
-// counts 1, a per-message drop 1. Undecodable payloads, unsupported
-// versions, snapshot chunks and acks count one per envelope, bus-level
-// drops what the bus reports. The bus's own inbound drops
-// (Receiver.Dropped) are counted with the bus's reason; a bad frame is
+// Every drop is counted in one of two units, never mixed. Raft messages
+// go to raftbus_transport_dropped_messages_total{reason} (and
+// Stats.DroppedMessages): outbound drops, per-message drops of an admitted
+// envelope, and a message envelope dropped on its header (checks 3 to 8)
+// when the message count its body announces is plausible (at most one
+// message per remaining byte and at most 4096). Whole payloads
+// whose messages cannot be counted go to
+// raftbus_transport_dropped_envelopes_total{reason} (and
+// Stats.DroppedEnvelopes), one per envelope: undecodable payloads,
+// unsupported versions, unknown kinds, snapshot chunks and acks, message
+// envelopes with an implausible count, and the bus's own inbound drops
+// (Receiver.Dropped, counted as the bus reports them). Stats.Dropped is the
+// sum of both, for a one-glance view. The series of every reason in
+// [DropReasons] exist from the start, at 0. A bad frame is
 // "decode". Every drop is logged at Warn, rate limited per reason
 // (Config.DropLogInterval, with a count of the suppressed ones), naming the
 // identities involved: hex Raft IDs, incarnations, cluster and subject
@@ -278,7 +327,7 @@
 //
 // Messages body (kind 1, bus kind msg):
 //
-//	count   varint, 1..4096 (MaxMessagesPerEnvelope)
+//	count   varint, 1..4096
 //	count times:
 //	  len   varint
 //	  msg   len bytes: a raftpb.Message in protobuf encoding
@@ -309,7 +358,9 @@
 //
 // The decoders check every count and length against the bytes that remain
 // before they allocate (etcd#5386), cap the message count, and return an
-// error wrapping [ErrMalformed] or [ErrVersion]; they never panic.
+// error; they never panic. The codec is internal (internal/wire): a user
+// never needs it, and keeping it out of the API leaves the format free to
+// gain versions.
 //
 // # Metrics
 //
@@ -322,6 +373,9 @@
 //	raftbus_transport_received_messages_total{peer}    validated Raft messages received
 //	raftbus_transport_received_bytes_total{peer}       validated envelope bytes received
 //	raftbus_transport_dropped_messages_total{reason}   see Drops
+//	raftbus_transport_dropped_envelopes_total{reason}  see Drops
+//	raftbus_transport_peer_round_trip_time_seconds{peer}  histogram, see below
+//	raftbus_transport_active_peers                     peers heard from within ActivePeerWindow (gauge)
 //	raftbus_transport_unreachable_reports_total{peer}  ReportUnreachable calls
 //	raftbus_transport_snapshots_sent_total{peer,result}
 //	raftbus_transport_snapshots_received_total{peer,result}
@@ -329,5 +383,13 @@
 //	raftbus_transport_send_queue_bytes{peer}           bus send queue bytes (gauge)
 //
 // Snapshot results are "success", "failure", "timeout" and "abandoned".
+// The round-trip time is measured by a leader: from handing a MsgHeartbeat
+// to the bus until the follower's MsgHeartbeatResp arrives, from the oldest
+// heartbeat still unanswered (so a slow follower shows its delay, not the
+// heartbeat interval; one unanswered for 10 s is forgotten). Series of a
+// member whose Raft ID the directory reports removed are deleted before
+// every scrape and from Stats, so a long-lived cluster does not accumulate
+// them; a member's snapshot and unreachable series appear at 0 with its
+// first traffic.
 // [Bridge.Stats] returns the same counters as a plain struct.
 package raftbridge

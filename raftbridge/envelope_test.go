@@ -9,6 +9,8 @@ import (
 	"github.com/google/uuid"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/raftbus/raftbus/internal/wire"
 )
 
 // networkTypes are the message types that travel between nodes.
@@ -84,11 +86,11 @@ func randMessage(r *rand.Rand) *raftpb.Message {
 	return m
 }
 
-func randHeader(r *rand.Rand) Header {
-	return Header{
+func randHeader(r *rand.Rand) wire.Header {
+	return wire.Header{
 		Cluster:          randUUID(r),
-		From:             Endpoint{ID: r.Uint64(), Incarnation: randUUID(r)},
-		To:               Endpoint{ID: r.Uint64(), Incarnation: randUUID(r)},
+		From:             wire.Endpoint{ID: r.Uint64(), Incarnation: randUUID(r)},
+		To:               wire.Endpoint{ID: r.Uint64(), Incarnation: randUUID(r)},
 		DirectoryVersion: r.Uint64(),
 	}
 }
@@ -114,25 +116,25 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 		for j := range msgs {
 			msgs[j] = randMessage(r)
 		}
-		size := EnvelopeSize(msgs)
+		size := wire.EnvelopeSize(msgs)
 		var err error
 		// Alternate between a fresh and a reused buffer with stale bytes.
 		if i%2 == 0 {
 			buf = nil
 		}
-		buf, err = AppendEnvelope(buf[:0], &h, msgs)
+		buf, err = wire.AppendEnvelope(buf[:0], &h, msgs)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if len(buf) != size {
-			t.Fatalf("encoded %d bytes, EnvelopeSize said %d", len(buf), size)
+			t.Fatalf("encoded %d bytes, wire.EnvelopeSize said %d", len(buf), size)
 		}
-		env, err := DecodeEnvelope(buf)
+		env, err := wire.DecodeEnvelope(buf)
 		if err != nil {
 			t.Fatalf("iteration %d: %v", i, err)
 		}
 		want := h
-		want.Version, want.Kind = MaxVersion, EnvelopeMessages
+		want.Version, want.Kind = wire.MaxVersion, wire.EnvelopeMessages
 		if env.Header != want {
 			t.Fatalf("header %+v, want %+v", env.Header, want)
 		}
@@ -141,18 +143,18 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 }
 
 func TestAppendEnvelopeRejectsBadBatches(t *testing.T) {
-	h := Header{}
-	if _, err := AppendEnvelope(nil, &h, nil); err == nil {
+	h := wire.Header{}
+	if _, err := wire.AppendEnvelope(nil, &h, nil); err == nil {
 		t.Error("empty batch accepted")
 	}
-	if _, err := AppendEnvelope(nil, &h, []*raftpb.Message{nil}); err == nil {
+	if _, err := wire.AppendEnvelope(nil, &h, []*raftpb.Message{nil}); err == nil {
 		t.Error("nil message accepted")
 	}
-	many := make([]*raftpb.Message, MaxMessagesPerEnvelope+1)
+	many := make([]*raftpb.Message, wire.MaxMessagesPerEnvelope+1)
 	for i := range many {
 		many[i] = &raftpb.Message{}
 	}
-	if _, err := AppendEnvelope(nil, &h, many); err == nil {
+	if _, err := wire.AppendEnvelope(nil, &h, many); err == nil {
 		t.Error("oversized batch accepted")
 	}
 }
@@ -161,7 +163,7 @@ func validEnvelope(t testing.TB) []byte {
 	t.Helper()
 	r := rand.New(rand.NewPCG(3, 4))
 	h := randHeader(r)
-	b, err := AppendEnvelope(nil, &h, []*raftpb.Message{randMessage(r), randMessage(r), randMessage(r)})
+	b, err := wire.AppendEnvelope(nil, &h, []*raftpb.Message{randMessage(r), randMessage(r), randMessage(r)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,26 +184,26 @@ func TestDecodeEnvelopeRejectsMalformed(t *testing.T) {
 		data []byte
 		want error
 	}{
-		{"empty", nil, ErrMalformed},
-		{"two bytes", valid[:2], ErrMalformed},
-		{"bad magic", patch(0, 'X'), ErrMalformed},
-		{"version 0", patch(2, 0), ErrVersion},
-		{"version 2", patch(2, MaxVersion+1), ErrVersion},
-		{"version 255", patch(2, 255), ErrVersion},
-		{"header only", valid[:HeaderSize], ErrMalformed},
-		{"unknown kind", patch(3, 9), ErrMalformed},
-		{"snap kind", patch(3, byte(EnvelopeSnapChunk)), ErrMalformed},
-		{"zero count", patch(HeaderSize, 0), ErrMalformed},
-		{"count too large", patch(HeaderSize, 100), ErrMalformed},
-		{"count above limit", append(append(bytes.Clone(valid[:HeaderSize]), 0x81, 0x40), make([]byte, 5000)...), ErrMalformed},
-		{"length beyond end", patch(HeaderSize+1, 0xff, 0xff, 0xff, 0x0f), ErrMalformed},
-		{"trailing byte", append(bytes.Clone(valid), 0), ErrMalformed},
-		{"bad varint count", append(bytes.Clone(valid[:HeaderSize]), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff), ErrMalformed},
-		{"bad protobuf", append(bytes.Clone(valid[:HeaderSize]), 1, 2, 0xff, 0xff), ErrMalformed},
+		{"empty", nil, wire.ErrMalformed},
+		{"two bytes", valid[:2], wire.ErrMalformed},
+		{"bad magic", patch(0, 'X'), wire.ErrMalformed},
+		{"version 0", patch(2, 0), wire.ErrVersion},
+		{"version 2", patch(2, wire.MaxVersion+1), wire.ErrVersion},
+		{"version 255", patch(2, 255), wire.ErrVersion},
+		{"header only", valid[:wire.HeaderSize], wire.ErrMalformed},
+		{"unknown kind", patch(3, 9), wire.ErrMalformed},
+		{"snap kind", patch(3, byte(wire.EnvelopeSnapChunk)), wire.ErrMalformed},
+		{"zero count", patch(wire.HeaderSize, 0), wire.ErrMalformed},
+		{"count too large", patch(wire.HeaderSize, 100), wire.ErrMalformed},
+		{"count above limit", append(append(bytes.Clone(valid[:wire.HeaderSize]), 0x81, 0x40), make([]byte, 5000)...), wire.ErrMalformed},
+		{"length beyond end", patch(wire.HeaderSize+1, 0xff, 0xff, 0xff, 0x0f), wire.ErrMalformed},
+		{"trailing byte", append(bytes.Clone(valid), 0), wire.ErrMalformed},
+		{"bad varint count", append(bytes.Clone(valid[:wire.HeaderSize]), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff), wire.ErrMalformed},
+		{"bad protobuf", append(bytes.Clone(valid[:wire.HeaderSize]), 1, 2, 0xff, 0xff), wire.ErrMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := DecodeEnvelope(tt.data)
+			_, err := wire.DecodeEnvelope(tt.data)
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("error %v, want %v", err, tt.want)
 			}
@@ -212,8 +214,8 @@ func TestDecodeEnvelopeRejectsMalformed(t *testing.T) {
 func TestDecodeEnvelopeRejectsEveryTruncation(t *testing.T) {
 	valid := validEnvelope(t)
 	for n := range len(valid) {
-		if _, err := DecodeEnvelope(valid[:n]); !errors.Is(err, ErrMalformed) {
-			t.Fatalf("truncated to %d of %d bytes: error %v, want ErrMalformed", n, len(valid), err)
+		if _, err := wire.DecodeEnvelope(valid[:n]); !errors.Is(err, wire.ErrMalformed) {
+			t.Fatalf("truncated to %d of %d bytes: error %v, want wire.ErrMalformed", n, len(valid), err)
 		}
 	}
 }
@@ -221,9 +223,9 @@ func TestDecodeEnvelopeRejectsEveryTruncation(t *testing.T) {
 func TestDecodeHeaderChecksVersionBeforeLength(t *testing.T) {
 	// A future version may have a shorter header: its version must be
 	// reported as such, not as truncation.
-	_, _, err := DecodeHeader([]byte{magic0, magic1, MaxVersion + 1})
-	if !errors.Is(err, ErrVersion) {
-		t.Fatalf("error %v, want ErrVersion", err)
+	_, _, err := wire.DecodeHeader([]byte{'R', 'B', wire.MaxVersion + 1})
+	if !errors.Is(err, wire.ErrVersion) {
+		t.Fatalf("error %v, want wire.ErrVersion", err)
 	}
 }
 
@@ -241,7 +243,7 @@ func TestSnapChunkRoundTrip(t *testing.T) {
 			c.Meta = randBytes(r, 1+r.IntN(100))
 		}
 		b := appendSnapChunk(nil, &c)
-		h, body, err := DecodeHeader(b)
+		h, body, err := wire.DecodeHeader(b)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -250,14 +252,14 @@ func TestSnapChunkRoundTrip(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := c
-		want.Version, want.Kind = MaxVersion, EnvelopeSnapChunk
+		want.Version, want.Kind = wire.MaxVersion, wire.EnvelopeSnapChunk
 		if got.Header != want.Header || got.Transfer != want.Transfer || got.Term != want.Term ||
 			got.Index != want.Index || got.Chunk != want.Chunk || got.Chunks != want.Chunks ||
 			got.Size != want.Size || got.CRC != want.CRC || !bytes.Equal(got.Meta, want.Meta) || !bytes.Equal(got.Data, want.Data) {
 			t.Fatalf("chunk %+v, want %+v", got, want)
 		}
 		for n := range len(b) {
-			h, body, err := DecodeHeader(b[:n])
+			h, body, err := wire.DecodeHeader(b[:n])
 			if err == nil {
 				_, err = decodeSnapChunk(h, body)
 			}
@@ -282,12 +284,12 @@ func TestSnapChunkRejectsInconsistentFields(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			c := base
 			mutate(&c)
-			h, body, err := DecodeHeader(appendSnapChunk(nil, &c))
+			h, body, err := wire.DecodeHeader(appendSnapChunk(nil, &c))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := decodeSnapChunk(h, body); !errors.Is(err, ErrMalformed) {
-				t.Fatalf("error %v, want ErrMalformed", err)
+			if _, err := decodeSnapChunk(h, body); !errors.Is(err, wire.ErrMalformed) {
+				t.Fatalf("error %v, want wire.ErrMalformed", err)
 			}
 		})
 	}
@@ -298,7 +300,7 @@ func TestSnapAckRoundTrip(t *testing.T) {
 	for st := ackProgress; st <= ackFailed; st++ {
 		a := snapAck{Header: randHeader(r), Transfer: r.Uint64(), Index: r.Uint64(), Status: st, Next: r.Uint32()}
 		b := appendSnapAck(nil, &a)
-		h, body, err := DecodeHeader(b)
+		h, body, err := wire.DecodeHeader(b)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -306,16 +308,16 @@ func TestSnapAckRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		a.Version, a.Kind = MaxVersion, EnvelopeSnapAck
+		a.Version, a.Kind = wire.MaxVersion, wire.EnvelopeSnapAck
 		if *got != a {
 			t.Fatalf("ack %+v, want %+v", got, a)
 		}
-		if _, err := decodeSnapAck(h, body[:len(body)-1]); !errors.Is(err, ErrMalformed) {
+		if _, err := decodeSnapAck(h, body[:len(body)-1]); !errors.Is(err, wire.ErrMalformed) {
 			t.Fatalf("short ack: error %v", err)
 		}
 		bad := bytes.Clone(body)
 		bad[16] = byte(ackFailed + 1)
-		if _, err := decodeSnapAck(h, bad); !errors.Is(err, ErrMalformed) {
+		if _, err := decodeSnapAck(h, bad); !errors.Is(err, wire.ErrMalformed) {
 			t.Fatalf("bad status: error %v", err)
 		}
 	}

@@ -2,6 +2,7 @@ package raftbridge_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -35,15 +36,24 @@ func ExampleNew() {
 	}
 	defer b.Close()
 
+	// The bootstrap's ConfChange context names the member; the directory
+	// learns the founding members before Raft starts.
+	me := raftbridge.Member{ID: 1, Incarnation: self, Name: "n1"}
+	peerCtx, err := raftbridge.EncodeConfContext(me)
+	if err != nil {
+		log.Fatal(err)
+	}
+	dir := raftbridge.NewMemDirectory()
+	dir.Add(me)
+
 	storage := raft.NewMemoryStorage()
 	node := raft.StartNode(&raft.Config{
 		ID: 1, ElectionTick: 10, HeartbeatTick: 1, Storage: storage,
 		MaxSizePerMsg: 256 << 10, MaxInflightMsgs: 64, CheckQuorum: true, PreVote: true,
 		Logger: &raft.DefaultLogger{Logger: log.New(io.Discard, "", 0)},
-	}, []raft.Peer{{ID: 1, Context: self[:]}})
+	}, []raft.Peer{{ID: 1, Context: peerCtx}})
 	defer node.Stop()
 
-	dir := raftbridge.NewMemDirectory()
 	bridge, err := raftbridge.New(raftbridge.Config{
 		Cluster: cluster, ID: 1, Incarnation: self,
 		Bus: b, Directory: dir, Raft: raftNode{node},
@@ -79,17 +89,13 @@ func ExampleNew() {
 				if err := proto.Unmarshal(e.GetData(), cc); err != nil {
 					log.Fatal(err)
 				}
-				node.ApplyConfChange(cc)
-				switch cc.GetType() {
-				case raftpb.ConfChangeAddNode, raftpb.ConfChangeAddLearnerNode:
-					inc, err := uuid.FromBytes(cc.GetContext())
-					if err != nil {
-						log.Fatal(err)
-					}
-					dir.Set(cc.GetNodeId(), inc)
-				case raftpb.ConfChangeRemoveNode:
-					dir.Remove(cc.GetNodeId()) // a tombstone, forever
+				// The directory first (members, keys, tombstones), then
+				// raft, with what the directory accepted.
+				accepted, err := raftbridge.ApplyConfChange(dir, cc)
+				if err != nil {
+					log.Print(err) // refused: raft gets a change it ignores
 				}
+				node.ApplyConfChange(accepted)
 			}
 			node.Advance()
 			if rd.SoftState != nil && rd.SoftState.RaftState == raft.StateLeader {
@@ -99,4 +105,25 @@ func ExampleNew() {
 		}
 	}
 	// Output: leader elected; dropped: 0
+}
+
+// A directory image travels in the application's snapshots, so that a
+// node restored from one (on restart, or sent by the leader) still drops
+// the removed incarnation.
+func ExampleMemDirectory_Save() {
+	n2 := raftbridge.Member{ID: 2, Incarnation: uuid.MustParse("0190f3c4-5a1b-7c2d-8e3f-000000000002")}
+	ctx, _ := raftbridge.EncodeConfContext(n2)
+	dir := raftbridge.NewMemDirectory()
+	_, _ = raftbridge.ApplyConfChange(dir, &raftpb.ConfChange{Type: raftpb.ConfChangeAddNode.Enum(), NodeId: proto.Uint64(2), Context: ctx})
+	_, _ = raftbridge.ApplyConfChange(dir, &raftpb.ConfChange{Type: raftpb.ConfChangeRemoveNode.Enum(), NodeId: proto.Uint64(2)})
+
+	image := dir.Save() // into the snapshot, beside the state machine's data
+
+	restored := raftbridge.NewMemDirectory() // a restart
+	if err := restored.Restore(image); err != nil {
+		log.Fatal(err)
+	}
+	_, err := raftbridge.ApplyConfChange(restored, &raftpb.ConfChange{Type: raftpb.ConfChangeAddNode.Enum(), NodeId: proto.Uint64(2), Context: ctx})
+	fmt.Println(restored.RemovedIncarnation(n2.Incarnation), errors.Is(err, raftbridge.ErrRefused))
+	// Output: true true
 }

@@ -10,6 +10,7 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 
 	"github.com/raftbus/raftbus/bus"
+	"github.com/raftbus/raftbus/internal/wire"
 )
 
 // nopRaft accepts everything and remembers nothing.
@@ -107,11 +108,11 @@ func (c *captureBus) acks(t testing.TB) []*snapAck {
 	t.Helper()
 	var out []*snapAck
 	for _, p := range c.payloads() {
-		h, body, err := DecodeHeader(p.data)
+		h, body, err := wire.DecodeHeader(p.data)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if h.Kind != EnvelopeSnapAck {
+		if h.Kind != wire.EnvelopeSnapAck {
 			continue
 		}
 		a, err := decodeSnapAck(h, body)

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/raftbus/raftbus/bus"
+	"github.com/raftbus/raftbus/internal/wire"
 )
 
 // fuzzSeeds are valid envelopes of every kind, damaged ones and noise; the
@@ -20,11 +21,11 @@ import (
 func fuzzSeeds(t testing.TB) [][]byte {
 	r := rand.New(rand.NewPCG(11, 12))
 	h := randHeader(r)
-	app, err := AppendEnvelope(nil, &h, []*raftpb.Message{msgApp(3, 2, 4, 16)})
+	app, err := wire.AppendEnvelope(nil, &h, []*raftpb.Message{msgApp(3, 2, 4, 16)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	beats, err := AppendEnvelope(nil, &h, []*raftpb.Message{
+	beats, err := wire.AppendEnvelope(nil, &h, []*raftpb.Message{
 		{Type: raftpb.MsgHeartbeat.Enum(), To: proto.Uint64(2), From: proto.Uint64(1), Term: proto.Uint64(5), Commit: proto.Uint64(100)},
 		{Type: raftpb.MsgAppResp.Enum(), To: proto.Uint64(2), From: proto.Uint64(1), Term: proto.Uint64(5), Index: proto.Uint64(100)},
 	})
@@ -35,7 +36,7 @@ func fuzzSeeds(t testing.TB) [][]byte {
 	for i := range mixed {
 		mixed[i] = randMessage(r)
 	}
-	many, err := AppendEnvelope(nil, &h, mixed)
+	many, err := wire.AppendEnvelope(nil, &h, mixed)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,11 +44,11 @@ func fuzzSeeds(t testing.TB) [][]byte {
 	chunk2 := appendSnapChunk(nil, &snapChunk{Header: h, Transfer: 9, Term: 2, Index: 50, Chunk: 2, Chunks: 3, Size: 30, CRC: 77, Data: bytes.Repeat([]byte{3}, 10)})
 	ack := appendSnapAck(nil, &snapAck{Header: h, Transfer: 9, Index: 50, Status: ackGap, Next: 1})
 	future := bytes.Clone(app)
-	future[2] = MaxVersion + 1
+	future[2] = wire.MaxVersion + 1
 	return [][]byte{
 		app, beats, many, chunk, chunk2, ack, future,
-		app[:len(app)/2], beats[:HeaderSize+1], chunk[:HeaderSize+10], ack[:len(ack)-1],
-		randBytes(r, 64), randBytes(r, HeaderSize+40), {}, {magic0, magic1, MaxVersion},
+		app[:len(app)/2], beats[:wire.HeaderSize+1], chunk[:wire.HeaderSize+10], ack[:len(ack)-1],
+		randBytes(r, 64), randBytes(r, wire.HeaderSize+40), {}, {'R', 'B', wire.MaxVersion},
 	}
 }
 
@@ -59,21 +60,21 @@ func FuzzDecodeEnvelope(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		h, body, err := DecodeHeader(data)
+		h, body, err := wire.DecodeHeader(data)
 		if err != nil {
 			return
 		}
 		switch h.Kind {
-		case EnvelopeMessages:
-			env, err := DecodeEnvelope(data)
+		case wire.EnvelopeMessages:
+			env, err := wire.DecodeEnvelope(data)
 			if err != nil {
 				return
 			}
-			re, err := AppendEnvelope(nil, &env.Header, env.Messages)
+			re, err := wire.AppendEnvelope(nil, &env.Header, env.Messages)
 			if err != nil {
 				t.Fatalf("re-encode of a decoded envelope: %v", err)
 			}
-			env2, err := DecodeEnvelope(re)
+			env2, err := wire.DecodeEnvelope(re)
 			if err != nil {
 				t.Fatalf("decode of a re-encoded envelope: %v", err)
 			}
@@ -81,11 +82,11 @@ func FuzzDecodeEnvelope(f *testing.F) {
 				t.Fatalf("header %+v after re-encoding, want %+v", env2.Header, env.Header)
 			}
 			equalMessages(t, env.Messages, env2.Messages)
-			re2, err := AppendEnvelope(nil, &env2.Header, env2.Messages)
+			re2, err := wire.AppendEnvelope(nil, &env2.Header, env2.Messages)
 			if err != nil || !bytes.Equal(re, re2) {
 				t.Fatalf("encoding is not stable (%v)", err)
 			}
-		case EnvelopeSnapChunk:
+		case wire.EnvelopeSnapChunk:
 			c, err := decodeSnapChunk(h, body)
 			if err != nil {
 				return
@@ -94,7 +95,7 @@ func FuzzDecodeEnvelope(f *testing.F) {
 			if !bytes.Equal(re, data) {
 				t.Fatalf("chunk re-encodes to different bytes")
 			}
-		case EnvelopeSnapAck:
+		case wire.EnvelopeSnapAck:
 			a, err := decodeSnapAck(h, body)
 			if err != nil {
 				return
@@ -152,10 +153,10 @@ func (f *fuzzRaft) state() (int, []uint64) {
 }
 
 func fuzzDeliverSeeds(t testing.TB) [][]byte {
-	self := Endpoint{1, fuzzSelf}
-	peer := Endpoint{2, fuzzPeer}
-	stranger := Endpoint{4, fuzzStranger}
-	env := func(from Endpoint, msgs ...*raftpb.Message) []byte {
+	self := wire.Endpoint{ID: 1, Incarnation: fuzzSelf}
+	peer := wire.Endpoint{ID: 2, Incarnation: fuzzPeer}
+	stranger := wire.Endpoint{ID: 4, Incarnation: fuzzStranger}
+	env := func(from wire.Endpoint, msgs ...*raftpb.Message) []byte {
 		return envelope(t, fuzzCluster, from, self, msgs...)
 	}
 	meta, err := proto.Marshal(withoutSnapshotData(msgSnap(2, 1, nil)))
@@ -163,21 +164,21 @@ func fuzzDeliverSeeds(t testing.TB) [][]byte {
 		t.Fatal(err)
 	}
 	data := []byte("0123456789")
-	chunk := func(from Endpoint, n uint32, part []byte, meta []byte) []byte {
-		return appendSnapChunk(nil, &snapChunk{Header: Header{Cluster: fuzzCluster, From: from, To: self},
+	chunk := func(from wire.Endpoint, n uint32, part []byte, meta []byte) []byte {
+		return appendSnapChunk(nil, &snapChunk{Header: wire.Header{Cluster: fuzzCluster, From: from, To: self},
 			Transfer: 5, Term: 4, Index: 1000, Chunk: n, Chunks: 2, Size: uint64(len(data)), CRC: crc32Of(data), Meta: meta, Data: part})
 	}
 	return [][]byte{
 		env(peer, heartbeat(2, 1), msgApp(2, 1, 3, 8)),
 		env(peer, readIndex(3, 1, "fwd"), readIndex(77, 1, "stranger"), heartbeat(3, 1)),
-		env(Endpoint{3, fuzzOther}, poison(3, 1)),
+		env(wire.Endpoint{ID: 3, Incarnation: fuzzOther}, poison(3, 1)),
 		env(stranger, poison(4, 1)),
-		env(Endpoint{9, fuzzRemoved}, poison(9, 1)),
+		env(wire.Endpoint{ID: 9, Incarnation: fuzzRemoved}, poison(9, 1)),
 		chunk(peer, 0, data[:5], meta),
 		chunk(peer, 1, data[5:], nil),
 		chunk(stranger, 0, data[:5], meta),
-		appendSnapAck(nil, &snapAck{Header: Header{Cluster: fuzzCluster, From: peer, To: self}, Transfer: 5, Index: 1000, Status: ackProgress, Next: 1}),
-		{}, {magic0, magic1, MaxVersion},
+		appendSnapAck(nil, &snapAck{Header: wire.Header{Cluster: fuzzCluster, From: peer, To: self}, Transfer: 5, Index: 1000, Status: ackProgress, Next: 1}),
+		{}, {'R', 'B', wire.MaxVersion},
 	}
 }
 
@@ -191,13 +192,13 @@ func FuzzDeliver(f *testing.F) {
 		// Each seed on the subject its envelope claims, and once on the
 		// wrong source.
 		src, kind := uint8(0), uint8(0)
-		if h, _, err := DecodeHeader(s); err == nil {
+		if h, _, err := wire.DecodeHeader(s); err == nil {
 			for i, inc := range fuzzSources {
 				if inc == h.From.Incarnation {
 					src = uint8(i)
 				}
 			}
-			if h.Kind != EnvelopeMessages {
+			if h.Kind != wire.EnvelopeMessages {
 				kind = 1
 			}
 		}
@@ -235,9 +236,9 @@ func FuzzDeliver(f *testing.F) {
 			t.Fatalf("raft stepped messages from non-members %x", strangers)
 		}
 		if after != before {
-			h, _, err := DecodeHeader(data)
+			h, _, err := wire.DecodeHeader(data)
 			member := err == nil && d.From == h.From.Incarnation &&
-				(h.From == Endpoint{2, fuzzPeer} || h.From == Endpoint{3, fuzzOther})
+				(h.From == wire.Endpoint{ID: 2, Incarnation: fuzzPeer} || h.From == wire.Endpoint{ID: 3, Incarnation: fuzzOther})
 			if !member {
 				t.Fatalf("raft stepped %d messages from a delivery by %+v on subject source %s", after-before, h.From, d.From)
 			}

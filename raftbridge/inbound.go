@@ -10,6 +10,7 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 
 	"github.com/raftbus/raftbus/bus"
+	"github.com/raftbus/raftbus/internal/wire"
 )
 
 // receiver is the bridge's bus.Receiver. It is a separate type so that
@@ -23,7 +24,7 @@ func (r receiver) Deliver(d bus.Delivery) { r.b.deliver(d) }
 // with the bus's reason (a bad frame counts as "decode").
 func (r receiver) Dropped(from uuid.UUID, reason bus.DropReason, n int) {
 	b := r.b
-	b.meter.dropped(reason, n)
+	b.meter.droppedEnvelopes(reason, n)
 	b.drops.warn(reason, "raftbridge: bus dropped inbound traffic", func() []slog.Attr {
 		return []slog.Attr{
 			slog.String("peer_incarnation", from.String()),
@@ -43,49 +44,49 @@ func (b *Bridge) deliver(d bus.Delivery) {
 	b.inflight.RLock()
 	defer b.inflight.RUnlock()
 	if b.closed.Load() {
-		b.dropInbound(d, nil, DropBridgeClosed, 1, nil)
+		b.dropInbound(d, nil, DropBridgeClosed, 0, nil)
 		return
 	}
-	h, body, err := DecodeHeader(d.Data)
+	h, body, err := wire.DecodeHeader(d.Data)
 	if err != nil {
 		reason := DropDecode
-		if errors.Is(err, ErrVersion) {
+		if errors.Is(err, wire.ErrVersion) {
 			reason = DropVersion
 		}
-		b.dropInbound(d, nil, reason, 1, err)
+		b.dropInbound(d, nil, reason, 0, err)
 		return
 	}
 	switch {
 	case d.Kind != bus.KindMsg && d.Kind != bus.KindSnap:
-		b.dropInbound(d, &h, DropUnknownKind, 1, nil)
+		b.dropInbound(d, &h, DropUnknownKind, 0, nil)
 		return
-	case (d.Kind == bus.KindMsg) != (h.Kind == EnvelopeMessages):
-		b.dropInbound(d, &h, DropDecode, 1, errors.New("the envelope kind does not match the subject's kind"))
+	case (d.Kind == bus.KindMsg) != (h.Kind == wire.EnvelopeMessages):
+		b.dropInbound(d, &h, DropDecode, 0, errors.New("the envelope kind does not match the subject's kind"))
 		return
 	}
 	if !b.admit(d, &h, claimedCount(&h, body)) {
 		return
 	}
 	switch h.Kind {
-	case EnvelopeMessages:
-		msgs, err := decodeMessages(body)
+	case wire.EnvelopeMessages:
+		msgs, err := wire.DecodeMessages(body)
 		if err != nil {
-			b.dropInbound(d, &h, DropDecode, 1, err)
+			b.dropInbound(d, &h, DropDecode, 0, err)
 			return
 		}
 		b.deliverMessages(d, &h, msgs)
-	case EnvelopeSnapChunk:
+	case wire.EnvelopeSnapChunk:
 		c, err := decodeSnapChunk(h, body)
 		if err != nil {
-			b.dropInbound(d, &h, DropDecode, 1, err)
+			b.dropInbound(d, &h, DropDecode, 0, err)
 			return
 		}
 		b.meter.received(h.From.ID, 0, len(d.Data), h.DirectoryVersion)
 		b.snapIn.deliver(c)
-	case EnvelopeSnapAck:
+	case wire.EnvelopeSnapAck:
 		a, err := decodeSnapAck(h, body)
 		if err != nil {
-			b.dropInbound(d, &h, DropDecode, 1, err)
+			b.dropInbound(d, &h, DropDecode, 0, err)
 			return
 		}
 		b.meter.received(h.From.ID, 0, len(d.Data), h.DirectoryVersion)
@@ -95,24 +96,26 @@ func (b *Bridge) deliver(d bus.Delivery) {
 
 // claimedCount is what a drop on the header counts: for a message envelope
 // the message count its body announces, if that count is plausible (1 to
-// MaxMessagesPerEnvelope, at most one message per remaining byte), else 1.
+// MaxMessagesPerEnvelope, at most one message per remaining byte), else 0
+// (the envelope is counted as one envelope).
 // Reading one varint costs nothing and allocates nothing.
-func claimedCount(h *Header, body []byte) int {
-	if h.Kind != EnvelopeMessages {
-		return 1
+func claimedCount(h *wire.Header, body []byte) int {
+	if h.Kind != wire.EnvelopeMessages {
+		return 0
 	}
-	n, k := readUvarint(body)
-	if k <= 0 || n == 0 || n > MaxMessagesPerEnvelope || n > uint64(len(body)-k) {
-		return 1
+	n, k := wire.ReadUvarint(body)
+	if k <= 0 || n == 0 || n > wire.MaxMessagesPerEnvelope || n > uint64(len(body)-k) {
+		return 0
 	}
 	return int(n)
 }
 
 // admit runs the identity checks, in the documented order, on a decoded
-// envelope header and the subject it arrived on. n is what a drop counts.
+// envelope header and the subject it arrived on. n is what a drop counts
+// (0: one envelope).
 // Only a current member of the directory, under its current incarnation,
 // is admitted.
-func (b *Bridge) admit(d bus.Delivery, h *Header, n int) bool {
+func (b *Bridge) admit(d bus.Delivery, h *wire.Header, n int) bool {
 	dir := b.cfg.Directory
 	var reason bus.DropReason
 	switch {
@@ -162,13 +165,16 @@ func (b *Bridge) memberOf(inc uuid.UUID, id uint64) bool {
 // who sent it, and dropping its neighbours would turn one message raft did
 // not expect into a stall (issue 8: a forwarded MsgReadIndex took 2,416
 // messages with it).
-func (b *Bridge) deliverMessages(d bus.Delivery, h *Header, msgs []*raftpb.Message) {
+func (b *Bridge) deliverMessages(d bus.Delivery, h *wire.Header, msgs []*raftpb.Message) {
 	valid := 0
 	for i, m := range msgs {
 		if !b.messageAgrees(h, m) {
 			b.dropMessage(d, h, m, DropMessageMismatch, nil)
 			msgs[i] = nil
 			continue
+		}
+		if m.GetType() == raftpb.MsgHeartbeatResp {
+			b.meter.heartbeatAnswered(h.From.ID)
 		}
 		valid++
 	}
@@ -212,7 +218,7 @@ func countLeft(msgs []*raftpb.Message) int {
 // travels through the snapshot protocol, which persists it before Raft
 // steps it), and must come from the envelope's sender, except for what
 // raft forwards on a member's behalf.
-func (b *Bridge) messageAgrees(h *Header, m *raftpb.Message) bool {
+func (b *Bridge) messageAgrees(h *wire.Header, m *raftpb.Message) bool {
 	t := m.GetType()
 	switch {
 	case m.GetTo() != b.self.ID || raft.IsLocalMsg(t) || t == raftpb.MsgSnap:
@@ -243,22 +249,27 @@ func (b *Bridge) isMember(id uint64) bool {
 }
 
 // dropMessage counts and logs one dropped message of an admitted envelope.
-func (b *Bridge) dropMessage(d bus.Delivery, h *Header, m *raftpb.Message, reason bus.DropReason, err error) {
+func (b *Bridge) dropMessage(d bus.Delivery, h *wire.Header, m *raftpb.Message, reason bus.DropReason, err error) {
 	b.dropInboundWith(d, h, reason, 1, err,
 		slog.String("type", m.GetType().String()),
 		slog.String("msg_from", hexID(m.GetFrom())),
 		slog.String("msg_to", hexID(m.GetTo())))
 }
 
-// dropInbound counts and logs a dropped inbound payload. It never answers
+// dropInbound counts and logs a dropped inbound payload: n Raft messages,
+// or, with n 0, one envelope whose messages are not known. It never answers
 // the sender: a negative reply could be taken for "you were removed" (the
 // rafthttp failure mode) and would hand a forger an amplifier.
-func (b *Bridge) dropInbound(d bus.Delivery, h *Header, reason bus.DropReason, n int, err error) {
+func (b *Bridge) dropInbound(d bus.Delivery, h *wire.Header, reason bus.DropReason, n int, err error) {
 	b.dropInboundWith(d, h, reason, n, err)
 }
 
-func (b *Bridge) dropInboundWith(d bus.Delivery, h *Header, reason bus.DropReason, n int, err error, extra ...slog.Attr) {
-	b.meter.dropped(reason, n)
+func (b *Bridge) dropInboundWith(d bus.Delivery, h *wire.Header, reason bus.DropReason, n int, err error, extra ...slog.Attr) {
+	if n > 0 {
+		b.meter.dropped(reason, n)
+	} else {
+		b.meter.droppedEnvelopes(reason, 1)
+	}
 	b.drops.warn(reason, "raftbridge: dropped inbound payload", func() []slog.Attr {
 		attrs := []slog.Attr{
 			slog.String("kind", string(d.Kind)),
@@ -266,7 +277,11 @@ func (b *Bridge) dropInboundWith(d bus.Delivery, h *Header, reason bus.DropReaso
 			slog.String("subject_from", d.From.String()),
 			slog.String("subject_to", d.To.String()),
 			slog.Int("bytes", len(d.Data)),
-			slog.Int("count", n),
+		}
+		if n > 0 {
+			attrs = append(attrs, slog.Int("messages", n))
+		} else {
+			attrs = append(attrs, slog.Int("envelopes", 1))
 		}
 		if h != nil {
 			attrs = append(attrs,

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/raftbus/raftbus/bus"
+	"github.com/raftbus/raftbus/internal/wire"
 )
 
 // poison is a heartbeat that would crash raft if it were ever stepped: its
@@ -24,9 +25,9 @@ func poison(from, to uint64) *raftpb.Message {
 	}
 }
 
-func envelope(t testing.TB, cluster uuid.UUID, from, to Endpoint, msgs ...*raftpb.Message) []byte {
+func envelope(t testing.TB, cluster uuid.UUID, from, to wire.Endpoint, msgs ...*raftpb.Message) []byte {
 	t.Helper()
-	b, err := AppendEnvelope(nil, &Header{Cluster: cluster, From: from, To: to}, msgs)
+	b, err := wire.AppendEnvelope(nil, &wire.Header{Cluster: cluster, From: from, To: to}, msgs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,8 +37,8 @@ func envelope(t testing.TB, cluster uuid.UUID, from, to Endpoint, msgs ...*raftp
 // inject publishes payload on the subject from srcInc to dst, framed as a
 // bus would frame it, bypassing the network's faults.
 func (c *testCluster) inject(dst *testNode, srcInc uuid.UUID, kind bus.Kind, payload []byte) {
-	subj := bus.Subject(testPrefix, c.cluster, dst.inc, srcInc, kind)
-	c.net.Inject(subj, bus.AppendFrame(nil, [][]byte{payload}))
+	subj := wire.Subject(testPrefix, c.cluster, dst.inc, srcInc, kind)
+	c.net.Inject(subj, wire.AppendFrame(nil, [][]byte{payload}))
 }
 
 func TestInboundDropReasons(t *testing.T) {
@@ -54,7 +55,7 @@ func TestInboundDropReasons(t *testing.T) {
 			other = tn
 		}
 	}
-	me := Endpoint{ID: target.id, Incarnation: target.inc}
+	me := wire.Endpoint{ID: target.id, Incarnation: target.inc}
 	r := rand.New(rand.NewPCG(5, 5))
 	var forged []uuid.UUID // every incarnation invented below
 	newInc := func() uuid.UUID {
@@ -83,41 +84,41 @@ func TestInboundDropReasons(t *testing.T) {
 	{
 		f := newInc()
 		add("wrong cluster", DropClusterMismatch, 2, f,
-			envelope(t, randUUID(r), Endpoint{other.id, f}, me, poison(other.id, target.id), poison(other.id, target.id)))
+			envelope(t, randUUID(r), wire.Endpoint{ID: other.id, Incarnation: f}, me, poison(other.id, target.id), poison(other.id, target.id)))
 	}
 	{
 		f := newInc()
 		add("wrong destination id", DropWrongDestination, 1, f,
-			envelope(t, c.cluster, Endpoint{77, f}, Endpoint{other.id, target.inc}, poison(77, other.id)))
+			envelope(t, c.cluster, wire.Endpoint{ID: 77, Incarnation: f}, wire.Endpoint{ID: other.id, Incarnation: target.inc}, poison(77, other.id)))
 	}
 	{
 		f, g := newInc(), newInc()
 		add("wrong destination incarnation", DropWrongDestination, 1, f,
-			envelope(t, c.cluster, Endpoint{77, f}, Endpoint{target.id, g}, poison(77, target.id)))
+			envelope(t, c.cluster, wire.Endpoint{ID: 77, Incarnation: f}, wire.Endpoint{ID: target.id, Incarnation: g}, poison(77, target.id)))
 	}
 	{
 		f := newInc()
 		add("spoofed source", DropSourceMismatch, 1, f,
-			envelope(t, c.cluster, Endpoint{lead.id, lead.inc}, me, poison(lead.id, target.id)))
+			envelope(t, c.cluster, wire.Endpoint{ID: lead.id, Incarnation: lead.inc}, me, poison(lead.id, target.id)))
 	}
 	add("tombstoned id", DropTombstoned, 1, inc9,
-		envelope(t, c.cluster, Endpoint{9, inc9}, me, poison(9, target.id)))
+		envelope(t, c.cluster, wire.Endpoint{ID: 9, Incarnation: inc9}, me, poison(9, target.id)))
 	add("tombstoned incarnation under a new id", DropTombstoned, 1, inc9,
-		envelope(t, c.cluster, Endpoint{10, inc9}, me, poison(10, target.id)))
+		envelope(t, c.cluster, wire.Endpoint{ID: 10, Incarnation: inc9}, me, poison(10, target.id)))
 	{
 		f := newInc()
 		add("stale incarnation", DropStaleIncarnation, 1, f,
-			envelope(t, c.cluster, Endpoint{other.id, f}, me, poison(other.id, target.id)))
+			envelope(t, c.cluster, wire.Endpoint{ID: other.id, Incarnation: f}, me, poison(other.id, target.id)))
 	}
 	{
 		f := newInc()
 		add("someone else claims my id", DropStaleIncarnation, 1, f,
-			envelope(t, c.cluster, Endpoint{target.id, f}, me, poison(target.id, target.id)))
+			envelope(t, c.cluster, wire.Endpoint{ID: target.id, Incarnation: f}, me, poison(target.id, target.id)))
 	}
 	{
 		f := newInc()
-		b := envelope(t, c.cluster, Endpoint{77, f}, me, poison(77, target.id))
-		b[2] = MaxVersion + 1
+		b := envelope(t, c.cluster, wire.Endpoint{ID: 77, Incarnation: f}, me, poison(77, target.id))
+		b[2] = wire.MaxVersion + 1
 		add("unsupported version", DropVersion, 1, f, b)
 	}
 	{
@@ -125,26 +126,26 @@ func TestInboundDropReasons(t *testing.T) {
 		// (issue 9). Counted by the messages its body claims.
 		f := newInc()
 		add("unknown sender", DropUnknownSender, 2, f,
-			envelope(t, c.cluster, Endpoint{77, f}, me, heartbeat(77, target.id), poison(77, target.id)))
+			envelope(t, c.cluster, wire.Endpoint{ID: 77, Incarnation: f}, me, heartbeat(77, target.id), poison(77, target.id)))
 	}
 	{
 		f := newInc()
 		snap := &raftpb.Message{Type: raftpb.MsgSnap.Enum(), From: proto.Uint64(77), To: proto.Uint64(target.id),
 			Snapshot: &raftpb.Snapshot{Metadata: &raftpb.SnapshotMetadata{Index: proto.Uint64(1 << 40), Term: proto.Uint64(1 << 40)}}}
 		add("unknown sender with a snapshot", DropUnknownSender, 1, f,
-			envelope(t, c.cluster, Endpoint{77, f}, me, snap))
+			envelope(t, c.cluster, wire.Endpoint{ID: 77, Incarnation: f}, me, snap))
 	}
 	{
 		// The header is checked before the body: a stranger's garbage
 		// body is an unknown sender, not a decode error.
 		f := newInc()
-		b := envelope(t, c.cluster, Endpoint{77, f}, me, poison(77, target.id))
+		b := envelope(t, c.cluster, wire.Endpoint{ID: 77, Incarnation: f}, me, poison(77, target.id))
 		add("unknown sender, truncated body", DropUnknownSender, 1, f, b[:len(b)-3])
 	}
 	{
 		// A member's truncated envelope passes the header checks and fails
 		// the body's.
-		b := envelope(t, c.cluster, Endpoint{other.id, other.inc}, me, poison(other.id, target.id))
+		b := envelope(t, c.cluster, wire.Endpoint{ID: other.id, Incarnation: other.inc}, me, poison(other.id, target.id))
 		add("truncated", DropDecode, 1, other.inc, b[:len(b)-3])
 	}
 	{
@@ -154,12 +155,12 @@ func TestInboundDropReasons(t *testing.T) {
 	{
 		f := newInc()
 		cases = append(cases, tc{name: "message envelope on the snap subject", reason: DropDecode, count: 1, src: f, kind: bus.KindSnap,
-			payload: envelope(t, c.cluster, Endpoint{77, f}, me, poison(77, target.id))})
+			payload: envelope(t, c.cluster, wire.Endpoint{ID: 77, Incarnation: f}, me, poison(77, target.id))})
 	}
 	{
 		f := newInc()
 		cases = append(cases, tc{name: "unknown kind", reason: DropUnknownKind, count: 1, src: f, kind: "zzz",
-			payload: envelope(t, c.cluster, Endpoint{77, f}, me, poison(77, target.id))})
+			payload: envelope(t, c.cluster, wire.Endpoint{ID: 77, Incarnation: f}, me, poison(77, target.id))})
 	}
 	{
 		f := newInc()
@@ -171,7 +172,7 @@ func TestInboundDropReasons(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			before := target.bridge.Stats().Dropped[tc.reason]
 			if tc.frame != nil {
-				c.net.Inject(bus.Subject(testPrefix, c.cluster, target.inc, tc.src, tc.kind), tc.frame)
+				c.net.Inject(wire.Subject(testPrefix, c.cluster, target.inc, tc.src, tc.kind), tc.frame)
 			} else {
 				c.inject(target, tc.src, tc.kind, tc.payload)
 			}
@@ -219,7 +220,7 @@ func TestInboundValidationOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close() })
-	good := envelope(t, cluster, Endpoint{2, peer}, Endpoint{1, me}, heartbeat(2, 1))
+	good := envelope(t, cluster, wire.Endpoint{ID: 2, Incarnation: peer}, wire.Endpoint{ID: 1, Incarnation: me}, heartbeat(2, 1))
 	deliver := func(d bus.Delivery) { receiver{b}.Deliver(d) }
 	d := bus.Delivery{Cluster: cluster, To: me, From: peer, Kind: bus.KindMsg, Data: good}
 
@@ -232,14 +233,14 @@ func TestInboundValidationOrder(t *testing.T) {
 	deliver(wrongTo)
 	// Invalid source IDs.
 	deliver(bus.Delivery{Cluster: cluster, To: me, From: peer, Kind: bus.KindMsg,
-		Data: envelope(t, cluster, Endpoint{0, peer}, Endpoint{1, me}, heartbeat(0, 1))})
+		Data: envelope(t, cluster, wire.Endpoint{ID: 0, Incarnation: peer}, wire.Endpoint{ID: 1, Incarnation: me}, heartbeat(0, 1))})
 	deliver(bus.Delivery{Cluster: cluster, To: me, From: peer, Kind: bus.KindMsg,
-		Data: envelope(t, cluster, Endpoint{^uint64(0), peer}, Endpoint{1, me}, heartbeat(^uint64(0), 1))})
+		Data: envelope(t, cluster, wire.Endpoint{ID: ^uint64(0), Incarnation: peer}, wire.Endpoint{ID: 1, Incarnation: me}, heartbeat(^uint64(0), 1))})
 	// The first failing check decides: wrong cluster and tombstoned -> cluster.
 	dir.Set(3, uuid.Must(uuid.NewV7()))
 	dir.Remove(3)
 	deliver(bus.Delivery{Cluster: cluster, To: me, From: peer, Kind: bus.KindMsg,
-		Data: envelope(t, uuid.Must(uuid.NewV7()), Endpoint{3, peer}, Endpoint{1, me}, heartbeat(3, 1))})
+		Data: envelope(t, uuid.Must(uuid.NewV7()), wire.Endpoint{ID: 3, Incarnation: peer}, wire.Endpoint{ID: 1, Incarnation: me}, heartbeat(3, 1))})
 	// A bus-level drop.
 	receiver{b}.Dropped(peer, bus.DropBadFrame, 2)
 	receiver{b}.Dropped(uuid.Nil, bus.DropSlowConsumer, 5)
@@ -263,7 +264,7 @@ func TestInboundValidationOrder(t *testing.T) {
 	r.processErr = errors.New("node busy")
 	r.mu.Unlock()
 	deliver(bus.Delivery{Cluster: cluster, To: me, From: peer, Kind: bus.KindMsg,
-		Data: envelope(t, cluster, Endpoint{2, peer}, Endpoint{1, me}, heartbeat(2, 1), heartbeat(2, 1))})
+		Data: envelope(t, cluster, wire.Endpoint{ID: 2, Incarnation: peer}, wire.Endpoint{ID: 1, Incarnation: me}, heartbeat(2, 1), heartbeat(2, 1))})
 	if got := b.Stats().Dropped[DropProcessFailed]; got != 2 {
 		t.Fatalf("process_failed drops %d, want 2", got)
 	}

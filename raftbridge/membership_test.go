@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/raftbus/raftbus/bus"
+	"github.com/raftbus/raftbus/internal/wire"
 )
 
 // A joining node primes its directory with the members before Raft starts
@@ -139,7 +140,7 @@ func TestRemovedMemberNeverPasses(t *testing.T) {
 	target := rest[0]
 	fresh := uuid.Must(uuid.NewV7())
 	before := target.bridge.Stats().Dropped[DropTombstoned]
-	c.inject(target, fresh, bus.KindMsg, envelope(t, c.cluster, Endpoint{gone.id, fresh}, Endpoint{target.id, target.inc}, poison(gone.id, target.id)))
+	c.inject(target, fresh, bus.KindMsg, envelope(t, c.cluster, wire.Endpoint{ID: gone.id, Incarnation: fresh}, wire.Endpoint{ID: target.id, Incarnation: target.inc}, poison(gone.id, target.id)))
 	waitFor(t, testWait, "the reused id to be dropped", func() bool {
 		return target.bridge.Stats().Dropped[DropTombstoned] > before
 	})
@@ -173,7 +174,7 @@ func TestForwardedReadIndexReachesLeaderAndRequester(t *testing.T) {
 		if to != requester.inc || kind != bus.KindMsg {
 			return data
 		}
-		env, err := DecodeEnvelope(data)
+		env, err := wire.DecodeEnvelope(data)
 		if err != nil {
 			return data
 		}
@@ -188,7 +189,7 @@ func TestForwardedReadIndexReachesLeaderAndRequester(t *testing.T) {
 	// The requester's read request, sent to a node that is not the leader
 	// (as after a leadership change the requester has not yet heard of).
 	c.inject(via, requester.inc, bus.KindMsg, envelope(t, c.cluster,
-		Endpoint{requester.id, requester.inc}, Endpoint{via.id, via.inc},
+		wire.Endpoint{ID: requester.id, Incarnation: requester.inc}, wire.Endpoint{ID: via.id, Incarnation: via.inc},
 		&raftpb.Message{Type: raftpb.MsgReadIndex.Enum(), From: proto.Uint64(requester.id), To: proto.Uint64(via.id),
 			Entries: []*raftpb.Entry{{Data: []byte(rctx)}}}))
 	select {

@@ -10,6 +10,7 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 
 	"github.com/raftbus/raftbus/bus"
+	"github.com/raftbus/raftbus/internal/wire"
 )
 
 // snapReceiver reassembles incoming snapshots. One goroutine (run) owns all
@@ -28,7 +29,7 @@ type snapReceiver struct {
 
 // inTransfer is a transfer being received.
 type inTransfer struct {
-	from     Endpoint
+	from     wire.Endpoint
 	id       uint64
 	term     uint64
 	index    uint64
@@ -204,7 +205,7 @@ func (r *snapReceiver) begin(c *snapChunk) *inTransfer {
 		return nil
 	}
 	m := new(raftpb.Message)
-	if err := unmarshalOpts.Unmarshal(c.Meta, m); err != nil {
+	if err := wire.UnmarshalOpts.Unmarshal(c.Meta, m); err != nil {
 		b.dropChunk(from, DropDecode, "raftbridge: dropped snapshot chunk with undecodable metadata", err)
 		return nil
 	}
@@ -347,17 +348,17 @@ func (r *snapReceiver) expire(now time.Time) {
 
 // ack sends an acknowledgement to a validated sender. It is never sent to
 // a tombstoned one. A lost ack is recovered by the sender's resends.
-func (r *snapReceiver) ack(to Endpoint, transfer, index uint64, st ackStatus, next uint32) {
+func (r *snapReceiver) ack(to wire.Endpoint, transfer, index uint64, st ackStatus, next uint32) {
 	b := r.b
 	dir := b.cfg.Directory
 	if dir.RemovedID(to.ID) || dir.RemovedIncarnation(to.Incarnation) {
 		return
 	}
 	a := snapAck{
-		Header:   Header{Cluster: b.cfg.Cluster, From: b.self, To: to, DirectoryVersion: dir.Version()},
+		Header:   wire.Header{Cluster: b.cfg.Cluster, From: b.self, To: to, DirectoryVersion: dir.Version()},
 		Transfer: transfer, Index: index, Status: st, Next: next,
 	}
-	buf := appendSnapAck(make([]byte, 0, HeaderSize+ackBodySize), &a)
+	buf := appendSnapAck(make([]byte, 0, wire.HeaderSize+ackBodySize), &a)
 	if err := b.cfg.Bus.Send(to.Incarnation, bus.KindSnap, buf); err != nil {
 		b.dropChunk(to, bus.ReasonOf(err), "raftbridge: dropped outbound snapshot ack", err)
 		return
@@ -367,8 +368,8 @@ func (r *snapReceiver) ack(to Endpoint, transfer, index uint64, st ackStatus, ne
 
 // dropChunk counts and logs a snapshot chunk or ack that was dropped: one
 // envelope, no Raft message.
-func (b *Bridge) dropChunk(peer Endpoint, reason bus.DropReason, msg string, err error) {
-	b.meter.dropped(reason, 1)
+func (b *Bridge) dropChunk(peer wire.Endpoint, reason bus.DropReason, msg string, err error) {
+	b.meter.droppedEnvelopes(reason, 1)
 	b.drops.warn(reason, msg, func() []slog.Attr {
 		attrs := []slog.Attr{
 			slog.String("peer_id", hexID(peer.ID)),

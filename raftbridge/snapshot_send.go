@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/raftbus/raftbus/bus"
+	"github.com/raftbus/raftbus/internal/wire"
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -31,7 +32,7 @@ type snapSenders struct {
 // data is the snapshot's data, immutable by raft's contract, so it is read
 // from the sender goroutine without a copy.
 type snapJob struct {
-	to    Endpoint
+	to    wire.Endpoint
 	meta  []byte
 	data  []byte
 	term  uint64
@@ -64,7 +65,7 @@ func newSnapSenders(b *Bridge) *snapSenders {
 // destination. It marshals the message without its data there and then
 // (marshalling belongs to the raft loop) and hands the rest to the
 // destination's sender goroutine.
-func (s *snapSenders) enqueue(dst Endpoint, m *raftpb.Message) {
+func (s *snapSenders) enqueue(dst wire.Endpoint, m *raftpb.Message) {
 	b := s.b
 	meta, err := proto.Marshal(withoutSnapshotData(m))
 	if err != nil {
@@ -211,7 +212,7 @@ func (sn *snapSender) transfer(job *snapJob) (SnapshotResult, string) {
 	chunks := uint32(nchunks)
 	window := uint32(b.cfg.SnapshotWindow)
 	c := snapChunk{
-		Header:   Header{Cluster: b.cfg.Cluster, From: b.self, To: job.to},
+		Header:   wire.Header{Cluster: b.cfg.Cluster, From: b.self, To: job.to},
 		Transfer: rand.Uint64(),
 		Term:     job.term,
 		Index:    job.index,

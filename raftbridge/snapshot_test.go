@@ -19,6 +19,7 @@ import (
 
 	"github.com/raftbus/raftbus/bus"
 	"github.com/raftbus/raftbus/bus/membus"
+	"github.com/raftbus/raftbus/internal/wire"
 )
 
 // snapRaft is a recordingRaft that takes snapshots through
@@ -261,8 +262,8 @@ func TestSnapshotChecksumCorruptionDetected(t *testing.T) {
 		if kind != bus.KindSnap || corrupted.Load() {
 			return data
 		}
-		h, body, err := DecodeHeader(data)
-		if err != nil || h.Kind != EnvelopeSnapChunk {
+		h, body, err := wire.DecodeHeader(data)
+		if err != nil || h.Kind != wire.EnvelopeSnapChunk {
 			return data
 		}
 		if c, err := decodeSnapChunk(h, body); err == nil && c.Chunk == 1 {
@@ -418,7 +419,7 @@ func TestSnapshotReceiverRefusesBadChunks(t *testing.T) {
 	term, index := uint64(4), uint64(1000)
 	chunk := func(transfer uint64, n uint32, meta *raftpb.Message, part []byte, crc uint32) {
 		c := snapChunk{
-			Header:   Header{Cluster: cluster, From: Endpoint{1, peer}, To: Endpoint{2, me}},
+			Header:   wire.Header{Cluster: cluster, From: wire.Endpoint{ID: 1, Incarnation: peer}, To: wire.Endpoint{ID: 2, Incarnation: me}},
 			Transfer: transfer, Term: term, Index: index, Chunk: n, Chunks: 2, Size: uint64(len(data)), CRC: crc, Data: part,
 		}
 		if meta != nil {

@@ -3,13 +3,15 @@ package raftbridge
 import (
 	"encoding/binary"
 	"fmt"
+
+	"github.com/raftbus/raftbus/internal/wire"
 )
 
 // Snapshot transfer wire types; doc.go describes the protocol.
 
 // snapChunk is one chunk of a snapshot transfer (EnvelopeSnapChunk).
 type snapChunk struct {
-	Header
+	wire.Header
 	// Transfer identifies the transfer among all of the sender's; a new
 	// attempt, even of the same snapshot, gets a new one.
 	Transfer uint64
@@ -34,12 +36,12 @@ type snapChunk struct {
 const chunkFixedSize = 8 + 8 + 8 + 4 + 4 + 8 + 4
 
 // chunkOverhead bounds everything in a chunk envelope except Meta and Data.
-const chunkOverhead = HeaderSize + chunkFixedSize + 2*binary.MaxVarintLen64
+const chunkOverhead = wire.HeaderSize + chunkFixedSize + 2*binary.MaxVarintLen64
 
 func appendSnapChunk(dst []byte, c *snapChunk) []byte {
 	h := c.Header
-	h.Kind = EnvelopeSnapChunk
-	dst = appendHeader(dst, &h)
+	h.Kind = wire.EnvelopeSnapChunk
+	dst = wire.AppendHeader(dst, &h)
 	dst = binary.BigEndian.AppendUint64(dst, c.Transfer)
 	dst = binary.BigEndian.AppendUint64(dst, c.Term)
 	dst = binary.BigEndian.AppendUint64(dst, c.Index)
@@ -53,12 +55,12 @@ func appendSnapChunk(dst []byte, c *snapChunk) []byte {
 	return append(dst, c.Data...)
 }
 
-func decodeSnapChunk(h Header, body []byte) (*snapChunk, error) {
-	if h.Kind != EnvelopeSnapChunk {
-		return nil, fmt.Errorf("%w: envelope kind %s where a snapshot chunk was expected", ErrMalformed, h.Kind)
+func decodeSnapChunk(h wire.Header, body []byte) (*snapChunk, error) {
+	if h.Kind != wire.EnvelopeSnapChunk {
+		return nil, fmt.Errorf("%w: envelope kind %s where a snapshot chunk was expected", wire.ErrMalformed, h.Kind)
 	}
 	if len(body) < chunkFixedSize {
-		return nil, fmt.Errorf("%w: snapshot chunk body of %d bytes is shorter than %d", ErrMalformed, len(body), chunkFixedSize)
+		return nil, fmt.Errorf("%w: snapshot chunk body of %d bytes is shorter than %d", wire.ErrMalformed, len(body), chunkFixedSize)
 	}
 	c := &snapChunk{Header: h}
 	c.Transfer = binary.BigEndian.Uint64(body[0:8])
@@ -77,26 +79,26 @@ func decodeSnapChunk(h Header, body []byte) (*snapChunk, error) {
 		return nil, err
 	}
 	if len(rest) != 0 {
-		return nil, fmt.Errorf("%w: %d trailing bytes after a snapshot chunk", ErrMalformed, len(rest))
+		return nil, fmt.Errorf("%w: %d trailing bytes after a snapshot chunk", wire.ErrMalformed, len(rest))
 	}
 	switch {
 	case c.Chunks == 0 || c.Chunk >= c.Chunks:
-		return nil, fmt.Errorf("%w: chunk %d of %d", ErrMalformed, c.Chunk, c.Chunks)
+		return nil, fmt.Errorf("%w: chunk %d of %d", wire.ErrMalformed, c.Chunk, c.Chunks)
 	case uint64(c.Chunks) > max(c.Size, 1):
 		// Every chunk but a lone empty one carries at least one byte.
-		return nil, fmt.Errorf("%w: %d chunks for %d bytes", ErrMalformed, c.Chunks, c.Size)
+		return nil, fmt.Errorf("%w: %d chunks for %d bytes", wire.ErrMalformed, c.Chunks, c.Size)
 	case uint64(len(c.Data)) > c.Size:
-		return nil, fmt.Errorf("%w: chunk of %d bytes in a snapshot of %d", ErrMalformed, len(c.Data), c.Size)
+		return nil, fmt.Errorf("%w: chunk of %d bytes in a snapshot of %d", wire.ErrMalformed, len(c.Data), c.Size)
 	case (c.Chunk == 0) != (len(c.Meta) > 0):
-		return nil, fmt.Errorf("%w: chunk %d with %d bytes of metadata (only chunk 0 has it)", ErrMalformed, c.Chunk, len(c.Meta))
+		return nil, fmt.Errorf("%w: chunk %d with %d bytes of metadata (only chunk 0 has it)", wire.ErrMalformed, c.Chunk, len(c.Meta))
 	}
 	return c, nil
 }
 
 func lengthPrefixed(b []byte, what string) (field, rest []byte, err error) {
-	n, k := readUvarint(b)
+	n, k := wire.ReadUvarint(b)
 	if k <= 0 || n > uint64(len(b)-k) {
-		return nil, nil, fmt.Errorf("%w: snapshot chunk %s is truncated", ErrMalformed, what)
+		return nil, nil, fmt.Errorf("%w: snapshot chunk %s is truncated", wire.ErrMalformed, what)
 	}
 	end := k + int(n)
 	return b[k:end:end], b[end:], nil
@@ -141,7 +143,7 @@ func (s ackStatus) String() string {
 // snapAck acknowledges a snapshot transfer (EnvelopeSnapAck). It travels
 // from the snapshot's receiver back to its sender.
 type snapAck struct {
-	Header
+	wire.Header
 	Transfer uint64
 	Index    uint64
 	Status   ackStatus
@@ -153,20 +155,20 @@ const ackBodySize = 8 + 8 + 1 + 4
 
 func appendSnapAck(dst []byte, a *snapAck) []byte {
 	h := a.Header
-	h.Kind = EnvelopeSnapAck
-	dst = appendHeader(dst, &h)
+	h.Kind = wire.EnvelopeSnapAck
+	dst = wire.AppendHeader(dst, &h)
 	dst = binary.BigEndian.AppendUint64(dst, a.Transfer)
 	dst = binary.BigEndian.AppendUint64(dst, a.Index)
 	dst = append(dst, byte(a.Status))
 	return binary.BigEndian.AppendUint32(dst, a.Next)
 }
 
-func decodeSnapAck(h Header, body []byte) (*snapAck, error) {
-	if h.Kind != EnvelopeSnapAck {
-		return nil, fmt.Errorf("%w: envelope kind %s where a snapshot ack was expected", ErrMalformed, h.Kind)
+func decodeSnapAck(h wire.Header, body []byte) (*snapAck, error) {
+	if h.Kind != wire.EnvelopeSnapAck {
+		return nil, fmt.Errorf("%w: envelope kind %s where a snapshot ack was expected", wire.ErrMalformed, h.Kind)
 	}
 	if len(body) != ackBodySize {
-		return nil, fmt.Errorf("%w: snapshot ack body of %d bytes, want %d", ErrMalformed, len(body), ackBodySize)
+		return nil, fmt.Errorf("%w: snapshot ack body of %d bytes, want %d", wire.ErrMalformed, len(body), ackBodySize)
 	}
 	a := &snapAck{Header: h}
 	a.Transfer = binary.BigEndian.Uint64(body[0:8])
@@ -174,7 +176,7 @@ func decodeSnapAck(h Header, body []byte) (*snapAck, error) {
 	a.Status = ackStatus(body[16])
 	a.Next = binary.BigEndian.Uint32(body[17:21])
 	if a.Status > ackFailed {
-		return nil, fmt.Errorf("%w: unknown snapshot ack status %d", ErrMalformed, body[16])
+		return nil, fmt.Errorf("%w: unknown snapshot ack status %d", wire.ErrMalformed, body[16])
 	}
 	return a, nil
 }

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/raftbus/raftbus/bus"
+	"github.com/raftbus/raftbus/internal/wire"
 )
 
 // directBridge is a bridge driven by calling deliver directly, with node 1
@@ -58,7 +59,7 @@ func newDirectBridge(t testing.TB, r Raft, tweak func(*Config)) *directBridge {
 func (d *directBridge) fromPeer(t testing.TB, msgs ...*raftpb.Message) {
 	t.Helper()
 	receiver{d.b}.Deliver(bus.Delivery{Cluster: d.cluster, To: d.me, From: d.peer, Kind: bus.KindMsg,
-		Data: envelope(t, d.cluster, Endpoint{2, d.peer}, Endpoint{1, d.me}, msgs...)})
+		Data: envelope(t, d.cluster, wire.Endpoint{ID: 2, Incarnation: d.peer}, wire.Endpoint{ID: 1, Incarnation: d.me}, msgs...)})
 }
 
 func readIndex(from, to uint64, rctx string) *raftpb.Message {
@@ -134,11 +135,11 @@ func TestReadIndexRespGoesToTheRequester(t *testing.T) {
 	if len(ps) != 1 || ps[0].to != d.other || ps[0].kind != bus.KindMsg {
 		t.Fatalf("sent %+v, want one message envelope to member 3's incarnation", ps)
 	}
-	env, err := DecodeEnvelope(ps[0].data)
+	env, err := wire.DecodeEnvelope(ps[0].data)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if env.To != (Endpoint{3, d.other}) || len(env.Messages) != 1 || !proto.Equal(env.Messages[0], resp) {
+	if env.To != (wire.Endpoint{ID: 3, Incarnation: d.other}) || len(env.Messages) != 1 || !proto.Equal(env.Messages[0], resp) {
 		t.Fatalf("envelope %+v", env)
 	}
 }
@@ -190,8 +191,8 @@ func TestUnknownSenderDropped(t *testing.T) {
 	r := newSnapRaft()
 	d := newDirectBridge(t, r, nil)
 	stranger := uuid.Must(uuid.NewV7())
-	from := Endpoint{4, stranger}
-	to := Endpoint{1, d.me}
+	from := wire.Endpoint{ID: 4, Incarnation: stranger}
+	to := wire.Endpoint{ID: 1, Incarnation: d.me}
 	deliver := func(kind bus.Kind, data []byte) {
 		receiver{d.b}.Deliver(bus.Delivery{Cluster: d.cluster, To: d.me, From: stranger, Kind: kind, Data: data})
 	}
@@ -201,12 +202,12 @@ func TestUnknownSenderDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 	data := []byte("0123456789")
-	deliver(bus.KindSnap, appendSnapChunk(nil, &snapChunk{Header: Header{Cluster: d.cluster, From: from, To: to},
+	deliver(bus.KindSnap, appendSnapChunk(nil, &snapChunk{Header: wire.Header{Cluster: d.cluster, From: from, To: to},
 		Transfer: 1, Term: 4, Index: 1000, Chunk: 0, Chunks: 1, Size: uint64(len(data)), CRC: crc32Of(data), Meta: meta, Data: data}))
-	deliver(bus.KindSnap, appendSnapAck(nil, &snapAck{Header: Header{Cluster: d.cluster, From: from, To: to},
+	deliver(bus.KindSnap, appendSnapAck(nil, &snapAck{Header: wire.Header{Cluster: d.cluster, From: from, To: to},
 		Transfer: 1, Index: 1000, Status: ackDone, Next: 1}))
 	// Header first: a stranger's undecodable body is still a stranger.
-	deliver(bus.KindMsg, envelope(t, d.cluster, from, to, heartbeat(4, 1))[:HeaderSize+2])
+	deliver(bus.KindMsg, envelope(t, d.cluster, from, to, heartbeat(4, 1))[:wire.HeaderSize+2])
 	st := d.b.Stats()
 	if got := st.Dropped[DropUnknownSender]; got != 5 {
 		t.Errorf("unknown_sender drops %d, want 5 (2 messages, a chunk, an ack, a broken envelope): %v", got, st.Dropped)
@@ -235,19 +236,19 @@ func TestUnknownSenderDropped(t *testing.T) {
 func TestUnknownSenderBodyNotDecoded(t *testing.T) {
 	d := newDirectBridge(t, newRecordingRaft(), nil)
 	stranger := uuid.Must(uuid.NewV7())
-	msgs := make([]*raftpb.Message, MaxMessagesPerEnvelope)
+	msgs := make([]*raftpb.Message, wire.MaxMessagesPerEnvelope)
 	for i := range msgs {
 		msgs[i] = heartbeat(4, 1)
 	}
 	del := bus.Delivery{Cluster: d.cluster, To: d.me, From: stranger, Kind: bus.KindMsg,
-		Data: envelope(t, d.cluster, Endpoint{4, stranger}, Endpoint{1, d.me}, msgs...)}
+		Data: envelope(t, d.cluster, wire.Endpoint{ID: 4, Incarnation: stranger}, wire.Endpoint{ID: 1, Incarnation: d.me}, msgs...)}
 	allocs := testing.AllocsPerRun(20, func() { receiver{d.b}.Deliver(del) })
-	t.Logf("dropping a stranger's %d-message envelope: %.0f allocations", MaxMessagesPerEnvelope, allocs)
+	t.Logf("dropping a stranger's %d-message envelope: %.0f allocations", wire.MaxMessagesPerEnvelope, allocs)
 	if allocs > 16 {
 		t.Errorf("dropping a stranger's envelope took %.0f allocations", allocs)
 	}
-	if got := d.b.Stats().Dropped[DropUnknownSender]; got != 21*MaxMessagesPerEnvelope {
-		t.Errorf("unknown_sender drops %d, want %d", got, 21*MaxMessagesPerEnvelope)
+	if got := d.b.Stats().Dropped[DropUnknownSender]; got != 21*wire.MaxMessagesPerEnvelope {
+		t.Errorf("unknown_sender drops %d, want %d", got, 21*wire.MaxMessagesPerEnvelope)
 	}
 }
 
@@ -289,7 +290,7 @@ func TestForgedIdentitiesGrowNothing(t *testing.T) {
 		id := 100 + uint64(i)
 		inc := randUUID(r)
 		receiver{d.b}.Deliver(bus.Delivery{Cluster: d.cluster, To: d.me, From: inc, Kind: bus.KindMsg,
-			Data: envelope(t, d.cluster, Endpoint{id, inc}, Endpoint{1, d.me}, heartbeat(id, 1))})
+			Data: envelope(t, d.cluster, wire.Endpoint{ID: id, Incarnation: inc}, wire.Endpoint{ID: 1, Incarnation: d.me}, heartbeat(id, 1))})
 		d.b.Send([]*raftpb.Message{heartbeat(1, 10_000+uint64(i))})
 	}
 	waitFor(t, testWait, "the unreachable reports", func() bool {
@@ -324,7 +325,7 @@ func TestSnapshotReceiverDoesNotReserveClaimedSize(t *testing.T) {
 	}
 	const claimed = 1 << 30 // DefaultMaxSnapshotBytes: within the bound
 	chunk := appendSnapChunk(nil, &snapChunk{
-		Header:   Header{Cluster: d.cluster, From: Endpoint{2, d.peer}, To: Endpoint{1, d.me}},
+		Header:   wire.Header{Cluster: d.cluster, From: wire.Endpoint{ID: 2, Incarnation: d.peer}, To: wire.Endpoint{ID: 1, Incarnation: d.me}},
 		Transfer: 1, Term: 4, Index: 1000, Chunk: 0, Chunks: 1 << 20, Size: claimed, CRC: 1, Meta: meta,
 		Data: bytes.Repeat([]byte{7}, 100),
 	})
@@ -359,7 +360,7 @@ func TestSnapshotReceiverBoundsBufferedBytes(t *testing.T) {
 		return b
 	}
 	send := func(from uint64, inc uuid.UUID, transfer uint64, n uint32, part []byte) {
-		c := snapChunk{Header: Header{Cluster: d.cluster, From: Endpoint{from, inc}, To: Endpoint{1, d.me}},
+		c := snapChunk{Header: wire.Header{Cluster: d.cluster, From: wire.Endpoint{ID: from, Incarnation: inc}, To: wire.Endpoint{ID: 1, Incarnation: d.me}},
 			Transfer: transfer, Term: 4, Index: 1000, Chunk: n, Chunks: 4, Size: 64 << 10, CRC: 1, Data: part}
 		if n == 0 {
 			c.Meta = meta(from)

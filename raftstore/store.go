@@ -85,18 +85,23 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err := createIfMissing(dbDir, &opts); err != nil {
 		return nil, err
 	}
-	db, err := openPebble(dbDir, opts.pebbleOptions())
+	m, err := newMetrics(opts.Registerer)
 	if err != nil {
+		return nil, err
+	}
+	po := opts.pebbleOptions()
+	if !opts.NoSync {
+		po.FS = fsyncTimingFS{FS: po.FS, h: m.fsyncDuration}
+	}
+	db, err := openPebble(dbDir, po)
+	if err != nil {
+		m.unregister(opts.Registerer)
 		return nil, err
 	}
 	s.db = db
 	if err := s.load(); err != nil {
 		_ = db.Close()
-		return nil, err
-	}
-	m, err := newMetrics(opts.Registerer)
-	if err != nil {
-		_ = db.Close()
+		m.unregister(opts.Registerer)
 		return nil, err
 	}
 	s.metrics = m

@@ -29,7 +29,8 @@ func (a clusterAdapter) Self() (membership.HexID, uuid.UUID) {
 func (a clusterAdapter) Leader() membership.HexID { return membership.HexID(a.n.Leader()) }
 
 func toRecordMember(m node.Member) membership.Member {
-	return membership.Member{ID: membership.HexID(m.ID), Name: m.Name, Incarnation: m.Incarnation, ClientURL: m.ClientURL, Learner: m.Learner, PublicKey: m.PublicKey}
+	return membership.Member{ID: membership.HexID(m.ID), Name: m.Name, Incarnation: m.Incarnation, ClientURL: m.ClientURL,
+		Learner: m.Learner, PublicKey: m.PublicKey, AutoPromote: m.AutoPromote}
 }
 
 func (a clusterAdapter) State() membership.State {
@@ -37,11 +38,10 @@ func (a clusterAdapter) State() membership.State {
 	// The version operators see is that of the last change that took
 	// effect: rejected changes are settled in Raft but recorded in the
 	// stream only as outcomes, so they must not make a request stale.
-	st := membership.State{NextID: membership.HexID(ms.NextID), Requests: ms.Requests}
-	for _, h := range ms.History {
-		if h.Rejected == "" {
-			st.Version = h.Index
-		}
+	st := membership.State{Version: ms.EffectiveVersion, NextID: membership.HexID(ms.NextID), Requests: ms.Requests,
+		DecidedSeq: ms.DecidedSeq, RemovedIncarnations: ms.RemovedIncarnations}
+	for _, id := range ms.RemovedIDs {
+		st.RemovedIDs = append(st.RemovedIDs, membership.HexID(id))
 	}
 	for _, m := range ms.Members {
 		st.Members = append(st.Members, toRecordMember(m))
@@ -60,7 +60,7 @@ func (a clusterAdapter) State() membership.State {
 		}
 		st.History = append(st.History, membership.Settled{
 			Committed: membership.Committed{Index: h.Index, Op: h.Op, Member: toRecordMember(m), RequestID: h.RequestID, Version: h.Index},
-			Rejected:  h.Rejected, Code: h.Code,
+			Rejected:  h.Rejected, Code: h.Code, Seq: h.Seq,
 		})
 	}
 	if ms.Stream != nil {
@@ -69,20 +69,45 @@ func (a clusterAdapter) State() membership.State {
 	return st
 }
 
-func (a clusterAdapter) Change(ctx context.Context, requestID, op string, m membership.Member) (uint64, error) {
-	idx, err := a.n.ChangeMembership(ctx, node.MembershipChange{RequestID: requestID, Op: op,
-		Member: node.Member{ID: uint64(m.ID), Name: m.Name, Incarnation: m.Incarnation, ClientURL: m.ClientURL, PublicKey: m.PublicKey}})
+func toNodeMember(m membership.Member) node.Member {
+	return node.Member{ID: uint64(m.ID), Name: m.Name, Incarnation: m.Incarnation, ClientURL: m.ClientURL, Learner: m.Learner,
+		PublicKey: m.PublicKey, AutoPromote: m.AutoPromote}
+}
+
+func (a clusterAdapter) Change(ctx context.Context, d membership.Decision) (uint64, error) {
+	idx, err := a.n.ChangeMembership(ctx, node.MembershipChange{RequestID: d.RequestID, Op: d.Op, Member: toNodeMember(d.Member),
+		Seq: d.Seq, ExpectVersion: d.ExpectVersion})
 	switch code := node.RejectionCode(err); {
 	case err == nil:
 		return idx, nil
 	case errors.Is(err, node.ErrDuplicateRequest):
 		return idx, fmt.Errorf("%w: %v", membership.ErrAlreadySettled, err)
-	case errors.Is(err, node.ErrNoSuchMember), errors.Is(err, node.ErrLastVoter), errors.Is(err, node.ErrTombstoned), errors.Is(err, node.ErrInvalidChange):
+	case errors.Is(err, node.ErrNoSuchMember), errors.Is(err, node.ErrLastVoter), errors.Is(err, node.ErrTombstoned),
+		errors.Is(err, node.ErrInvalidChange), errors.Is(err, node.ErrConflict):
 		return idx, &membership.RejectionError{Code: code, Reason: err.Error()}
 	default:
 		return idx, err
 	}
 }
+
+func (a clusterAdapter) Reject(ctx context.Context, d membership.Decision, code, reason string) (uint64, error) {
+	idx, err := a.n.RejectMembership(ctx, node.Rejection{RequestID: d.RequestID, Seq: d.Seq, Op: d.Op,
+		Member: toNodeMember(d.Member), Code: code, Reason: reason})
+	if errors.Is(err, node.ErrDuplicateRequest) {
+		return idx, fmt.Errorf("%w: %v", membership.ErrAlreadySettled, err)
+	}
+	return idx, err
+}
+
+func (a clusterAdapter) Rebind(ctx context.Context, d membership.Decision, name string, created time.Time) (uint64, error) {
+	idx, err := a.n.RebindStream(ctx, node.Rebinding{Stream: node.StreamBinding{Name: name, Created: created}, RequestID: d.RequestID, Seq: d.Seq})
+	if errors.Is(err, node.ErrDuplicateRequest) {
+		return idx, fmt.Errorf("%w: %v", membership.ErrAlreadySettled, err)
+	}
+	return idx, err
+}
+
+func (a clusterAdapter) Barrier(ctx context.Context) error { return a.n.ReadIndex(ctx) }
 
 func (a clusterAdapter) Bind(ctx context.Context, name string, created time.Time) error {
 	return a.n.BindStream(ctx, node.StreamBinding{Name: name, Created: created})

@@ -3,6 +3,16 @@
 // runtime, the key-value state machine and its HTTP API. The raftbus
 // command, the local demo cluster and the integration tests all start nodes
 // through it, so they run exactly the same wiring.
+//
+// The HTTP API (kv.NewHandler) is plain HTTP on Config.Listen unless
+// Config.TLSCertFile and TLSKeyFile are set; Config.ClientCAFile adds
+// mutual TLS and Config.HTTPTokenFile a bearer token, and with either every
+// endpoint but the probes requires authentication. GET /healthz (the node
+// runs and its data directory takes a write) and GET /readyz (a leader is
+// known and a read barrier completes within Config.ReadyTimeout) answer
+// 200 or 503 with a one-line reason, for Kubernetes probes. Every metric of
+// the node, the transport, the bus and the storage is registered on one
+// registry served on GET /metrics (README, "Metrics").
 package server
 
 import (
@@ -76,6 +86,26 @@ type Config struct {
 	// MaxValueBytes bounds a value written through the HTTP API. Default
 	// 512 KiB (it must fit one Raft entry within one NATS message).
 	MaxValueBytes int64
+	// TLSCertFile and TLSKeyFile, if set (both or neither), serve the HTTP
+	// API over TLS (1.2 or later) with this PEM certificate and key; URL
+	// then starts with https. Default: plain HTTP.
+	TLSCertFile, TLSKeyFile string
+	// ClientCAFile, if set, is a PEM bundle of CAs whose client
+	// certificates the TLS server verifies (mutual TLS); a request over a
+	// connection with a verified client certificate is authorised. Clients
+	// without a certificate may still connect (the health probes need
+	// none) but are held to HTTPTokenFile. Requires TLS.
+	ClientCAFile string
+	// HTTPTokenFile, if set, names a file holding the bearer token that
+	// authorises requests (surrounding whitespace is ignored; the token is
+	// never logged). With it or ClientCAFile, every endpoint but /healthz
+	// and /readyz requires authentication (kv.Auth). Default: none, and
+	// the API is open to whoever reaches Listen.
+	HTTPTokenFile string
+	// ReadyTimeout bounds the read barrier behind GET /readyz: a node that
+	// cannot catch up with the leader's commit index within it is not
+	// ready. Default DefaultReadyTimeout (2 s).
+	ReadyTimeout time.Duration
 	// Logger receives all logs. Default: discard.
 	Logger *slog.Logger
 }
@@ -96,6 +126,10 @@ type Server struct {
 	registry *prometheus.Registry
 	http     *http.Server
 	addr     string
+	tls      bool // the HTTP API is served over TLS
+
+	probeMu   sync.Mutex // held while a /healthz probe write is in flight
+	sizeCache statusCache
 
 	stopOnce sync.Once
 	httpDone chan struct{}
@@ -104,24 +138,47 @@ type Server struct {
 	firstStop, firstDone chan struct{}
 }
 
+// validate fills the defaults and rejects unusable values.
+func (c *Config) validate() error {
+	switch {
+	case c.DataDir == "":
+		return errors.New("server: a data directory is required")
+	case c.Conn == nil:
+		return errors.New("server: a NATS connection is required")
+	case (c.TLSCertFile == "") != (c.TLSKeyFile == ""):
+		return errors.New("server: a TLS certificate needs its key and a key its certificate (TLSCertFile and TLSKeyFile)")
+	case c.ClientCAFile != "" && c.TLSCertFile == "":
+		return errors.New("server: a client CA (mutual TLS) needs TLS: set TLSCertFile and TLSKeyFile")
+	case c.ReadyTimeout < 0:
+		return errors.New("server: ReadyTimeout must not be negative")
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:0"
+	}
+	if c.MaxValueBytes == 0 {
+		c.MaxValueBytes = 512 << 10
+	}
+	if c.ReadyTimeout == 0 {
+		c.ReadyTimeout = DefaultReadyTimeout
+	}
+	return nil
+}
+
 // Start opens the data directory and starts the node and its HTTP API.
 func Start(cfg Config) (_ *Server, err error) {
-	if cfg.DataDir == "" {
-		return nil, errors.New("server: a data directory is required")
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
-	if cfg.Conn == nil {
-		return nil, errors.New("server: a NATS connection is required")
+	// TLS material and the token are read before anything is locked or
+	// opened: a typo in a path fails the start with nothing to undo.
+	tlsConf, auth, err := loadHTTPSecurity(&cfg)
+	if err != nil {
+		return nil, err
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	if cfg.Listen == "" {
-		cfg.Listen = "127.0.0.1:0"
-	}
-	if cfg.MaxValueBytes == 0 {
-		cfg.MaxValueBytes = 512 << 10
-	}
-	s := &Server{cfg: cfg, httpDone: make(chan struct{}), firstStop: make(chan struct{}), firstDone: make(chan struct{})}
+	s := &Server{tls: tlsConf != nil, cfg: cfg, httpDone: make(chan struct{}), firstStop: make(chan struct{}), firstDone: make(chan struct{})}
 	// Undo whatever was opened if a later step fails.
 	var closers []func()
 	defer func() {
@@ -170,8 +227,12 @@ func Start(cfg Config) (_ *Server, err error) {
 	}
 	closers = append(closers, func() { _ = ln.Close() })
 	s.addr = ln.Addr().String()
+	s.warnExposure(ln.Addr(), auth)
 
-	s.store, err = raftstore.Open(datadir.RaftDir(cfg.DataDir), raftstore.Options{Logger: s.log, NoSync: cfg.NoSync})
+	s.registry = prometheus.NewRegistry()
+	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildInfoCollector(), s.storageCollector())
+	s.store, err = raftstore.Open(datadir.RaftDir(cfg.DataDir), raftstore.Options{Logger: s.log, NoSync: cfg.NoSync, Registerer: s.registry})
 	if err != nil {
 		return nil, err
 	}
@@ -181,8 +242,6 @@ func Start(cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 
-	s.registry = prometheus.NewRegistry()
-	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.bus, err = natsbus.New(natsbus.Config{
 		Conn: cfg.Conn, Prefix: cfg.Prefix, Cluster: id.ClusterID, Self: id.Incarnation,
 		Logger: s.log, Registerer: s.registry,
@@ -237,16 +296,24 @@ func Start(cfg Config) (_ *Server, err error) {
 		Store: s.kv, Cluster: s.node,
 		Status:        func() any { return s.Status() },
 		Metrics:       promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}),
+		Healthz:       s.healthz,
+		Readyz:        s.readyz,
+		Auth:          auth,
 		MaxValueBytes: cfg.MaxValueBytes,
 		Logger:        s.log,
 	})
 	if err != nil {
 		return nil, err
 	}
-	s.http = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	s.http = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsConf,
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
 	go func() {
 		defer close(s.httpDone)
-		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		serve := func() error { return s.http.Serve(ln) }
+		if tlsConf != nil {
+			serve = func() error { return s.http.ServeTLS(ln, "", "") }
+		}
+		if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("HTTP server failed", "err", err)
 		}
 	}()
@@ -266,31 +333,13 @@ func (s *Server) prefix() string {
 	return s.cfg.Prefix
 }
 
-// Status is the node's status plus the membership manager's view, served
-// on GET /status.
-type Status struct {
-	node.Status
-	MembershipProblem string `json:"membership_problem,omitempty"`
-	// MembershipRejected counts the committed membership records this
-	// node skipped (unsigned, badly signed, unauthorised, malformed), by
-	// reason.
-	MembershipRejected map[string]int `json:"membership_rejected,omitempty"`
-}
-
-// Status returns the node's status.
-func (s *Server) Status() Status {
-	return Status{Status: s.node.Status(), MembershipProblem: s.members.Problem(), MembershipRejected: s.members.Rejected()}
-}
-
-func (s *Server) nodeStatus() membership.NodeStatus {
-	st := s.node.Status()
-	return membership.NodeStatus{RaftID: membership.HexID(s.identity.RaftID), Incarnation: s.identity.Incarnation,
-		Name: s.identity.Name, Leader: membership.HexID(s.node.Leader()), State: st.State, Term: st.Term,
-		Applied: st.Applied, ClientURL: s.URL(), Problem: s.members.Problem()}
-}
-
 // URL is the base URL of the node's HTTP API.
-func (s *Server) URL() string { return "http://" + s.addr }
+func (s *Server) URL() string {
+	if s.tls {
+		return "https://" + s.addr
+	}
+	return "http://" + s.addr
+}
 
 // Node returns the node runtime.
 func (s *Server) Node() *node.Node { return s.node }

@@ -32,19 +32,7 @@ func TestForgedMembershipRecordsStopNothing(t *testing.T) {
 	subj := func(parts ...string) string {
 		return "raftbus." + c.cluster.String() + ".members." + strings.Join(parts, ".")
 	}
-	publish := func(subject string, data []byte, kp nkeys.KeyPair) {
-		t.Helper()
-		msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
-		if kp != nil {
-			pub, _ := kp.PublicKey()
-			sig, _ := kp.Sign([]byte(subject + "\n" + string(data)))
-			msg.Header.Set(membership.HeaderSigner, pub)
-			msg.Header.Set(membership.HeaderSig, encodeSig(sig))
-		}
-		if _, err := nc.RequestMsg(msg, 5*time.Second); err != nil {
-			t.Fatalf("publish %s: %v", subject, err)
-		}
-	}
+	publish := func(subject string, data []byte, kp nkeys.KeyPair) { publishRecord(t, nc, subject, data, kp, "") }
 	removal, _ := json.Marshal(membership.Record{V: 1, Kind: membership.KindCommitted, Time: time.Now().UTC(), Cluster: c.cluster,
 		Committed: &membership.Committed{Index: 1 << 40, Op: membership.OpRemove, Version: 1 << 40,
 			Member: membership.Member{ID: membership.HexID(victim.RaftID), Name: victim.Name, Incarnation: victim.Incarnation}}})
@@ -109,3 +97,23 @@ func TestForgedMembershipRecordsStopNothing(t *testing.T) {
 }
 
 func encodeSig(sig []byte) string { return base64.RawURLEncoding.EncodeToString(sig) }
+
+// publishRecord writes a membership record straight onto the stream, as
+// an attacker would: signed with kp when it is not nil, de-duplicated by
+// msgID when it is not empty.
+func publishRecord(t *testing.T, nc *nats.Conn, subject string, data []byte, kp nkeys.KeyPair, msgID string) {
+	t.Helper()
+	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+	if kp != nil {
+		pub, _ := kp.PublicKey()
+		sig, _ := kp.Sign([]byte(subject + "\n" + string(data)))
+		msg.Header.Set(membership.HeaderSigner, pub)
+		msg.Header.Set(membership.HeaderSig, encodeSig(sig))
+	}
+	if msgID != "" {
+		msg.Header.Set("Nats-Msg-Id", msgID)
+	}
+	if _, err := nc.RequestMsg(msg, 5*time.Second); err != nil {
+		t.Fatalf("publish %s: %v", subject, err)
+	}
+}

@@ -229,7 +229,7 @@ func TestMembershipAddressReuseEndToEnd(t *testing.T) {
 		t.Fatalf("promote output:\n%s", out)
 	}
 	list := c.mustMember("list")
-	for _, want := range []string{"n1", "n2", "n3", "voter", "started", "*"} {
+	for _, want := range []string{"n1", "n2", "n3", "voter", "alive", "*"} {
 		if !strings.Contains(list, want) {
 			t.Fatalf("member list lacks %q:\n%s", want, list)
 		}

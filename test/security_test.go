@@ -495,7 +495,7 @@ func TestUpSecuredByDefault(t *testing.T) {
 		if code := cli.Main(context.Background(), []string{"member", "list", "-s", url, "--nkey", key, "--cluster", cluster}, &out, &errOut); code != 0 {
 			return fmt.Errorf("member list: exit %d: %s", code, errOut.String())
 		}
-		if strings.Count(out.String(), "started") < 3 {
+		if strings.Count(out.String(), " alive ") < 3 {
 			return fmt.Errorf("member list:\n%s", out.String())
 		}
 		return nil

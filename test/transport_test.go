@@ -12,7 +12,7 @@ import (
 
 	"github.com/raftbus/raftbus/bus"
 	"github.com/raftbus/raftbus/internal/testnats"
-	"github.com/raftbus/raftbus/raftbridge"
+	"github.com/raftbus/raftbus/internal/wire"
 )
 
 // Test 1 and 2 of the core transport: three etcd raft nodes elect a leader,
@@ -151,23 +151,23 @@ func TestInboundDropReasonsOverNATS(t *testing.T) {
 	})
 	nc := testnats.Connect(t, servers[0])
 
-	me := raftbridge.Endpoint{ID: 1, Incarnation: n1.inc}
-	peer := raftbridge.Endpoint{ID: 2, Incarnation: n2.inc}
-	gone := raftbridge.Endpoint{ID: 3, Incarnation: n3.inc}
-	stranger := raftbridge.Endpoint{ID: 2, Incarnation: uuid.New()}
+	me := wire.Endpoint{ID: 1, Incarnation: n1.inc}
+	peer := wire.Endpoint{ID: 2, Incarnation: n2.inc}
+	gone := wire.Endpoint{ID: 3, Incarnation: n3.inc}
+	stranger := wire.Endpoint{ID: 2, Incarnation: uuid.New()}
 	heartbeat := func(from, to uint64) *raftpb.Message {
 		return &raftpb.Message{Type: raftpb.MsgHeartbeat.Enum(), From: proto.Uint64(from), To: proto.Uint64(to),
 			Term: proto.Uint64(1 << 40), Commit: proto.Uint64(1 << 50)}
 	}
-	envelope := func(h raftbridge.Header, msgs ...*raftpb.Message) []byte {
-		h.Kind = raftbridge.EnvelopeMessages
-		b, err := raftbridge.AppendEnvelope(nil, &h, msgs)
+	envelope := func(h wire.Header, msgs ...*raftpb.Message) []byte {
+		h.Kind = wire.EnvelopeMessages
+		b, err := wire.AppendEnvelope(nil, &h, msgs)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return b
 	}
-	good := raftbridge.Header{Cluster: c.cluster, From: peer, To: me}
+	good := wire.Header{Cluster: c.cluster, From: peer, To: me}
 	withVersion := func(b []byte, v byte) []byte { b[2] = v; return b }
 	rnd := rand.New(rand.NewSource(7))
 	random := make([]byte, 300)
@@ -179,13 +179,13 @@ func TestInboundDropReasonsOverNATS(t *testing.T) {
 		payload []byte
 		raw     bool // publish without the bus frame
 	}{
-		{"cluster_mismatch", peer.Incarnation, envelope(raftbridge.Header{Cluster: uuid.New(), From: peer, To: me}, heartbeat(2, 1)), false},
-		{"wrong_destination", peer.Incarnation, envelope(raftbridge.Header{Cluster: c.cluster, From: peer, To: raftbridge.Endpoint{ID: 1, Incarnation: uuid.New()}}, heartbeat(2, 1)), false},
+		{"cluster_mismatch", peer.Incarnation, envelope(wire.Header{Cluster: uuid.New(), From: peer, To: me}, heartbeat(2, 1)), false},
+		{"wrong_destination", peer.Incarnation, envelope(wire.Header{Cluster: c.cluster, From: peer, To: wire.Endpoint{ID: 1, Incarnation: uuid.New()}}, heartbeat(2, 1)), false},
 		{"source_mismatch", uuid.New(), envelope(good, heartbeat(2, 1)), false},
-		{"tombstoned", gone.Incarnation, envelope(raftbridge.Header{Cluster: c.cluster, From: gone, To: me}, heartbeat(3, 1)), false},
-		{"stale_incarnation", stranger.Incarnation, envelope(raftbridge.Header{Cluster: c.cluster, From: stranger, To: me}, heartbeat(2, 1)), false},
+		{"tombstoned", gone.Incarnation, envelope(wire.Header{Cluster: c.cluster, From: gone, To: me}, heartbeat(3, 1)), false},
+		{"stale_incarnation", stranger.Incarnation, envelope(wire.Header{Cluster: c.cluster, From: stranger, To: me}, heartbeat(2, 1)), false},
 		// A member's incarnation under a Raft ID nobody holds.
-		{"stale_incarnation", peer.Incarnation, envelope(raftbridge.Header{Cluster: c.cluster, From: raftbridge.Endpoint{ID: 9, Incarnation: peer.Incarnation}, To: me}, heartbeat(9, 1)), false},
+		{"stale_incarnation", peer.Incarnation, envelope(wire.Header{Cluster: c.cluster, From: wire.Endpoint{ID: 9, Incarnation: peer.Incarnation}, To: me}, heartbeat(9, 1)), false},
 		{"version", peer.Incarnation, withVersion(envelope(good, heartbeat(2, 1)), 99), false},
 		{"message_mismatch", peer.Incarnation, envelope(good, heartbeat(5, 1)), false},
 		{"decode", peer.Incarnation, envelope(good, heartbeat(2, 1))[:40], false},
@@ -197,9 +197,9 @@ func TestInboundDropReasonsOverNATS(t *testing.T) {
 			before := dropped(n1, tc.reason)
 			data := tc.payload
 			if !tc.raw {
-				data = bus.AppendFrame(nil, [][]byte{tc.payload})
+				data = wire.AppendFrame(nil, [][]byte{tc.payload})
 			}
-			subj := bus.Subject(bus.DefaultPrefix, c.cluster, n1.inc, tc.srcTok, bus.KindMsg)
+			subj := wire.Subject(bus.DefaultPrefix, c.cluster, n1.inc, tc.srcTok, bus.KindMsg)
 			if err := nc.Publish(subj, data); err != nil {
 				t.Fatal(err)
 			}

@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/raftbus/raftbus/bus"
+	"github.com/raftbus/raftbus/internal/wire"
 )
 
 // Run runs the conformance suite. newEnv is called once per subtest, with
@@ -248,7 +249,7 @@ func testTooLarge(t *testing.T, env Env) {
 		t.Fatalf("Dropped[too_large] = %d, want 1", got)
 	}
 	// A payload that fits a frame with the header's worst case goes through.
-	fits := maxFrame - bus.FrameOverhead - 2
+	fits := maxFrame - wire.FrameOverhead - 2
 	sendAll(t, busA, b, bus.KindMsg, bytes.Repeat([]byte{7}, fits))
 	WaitFor(t, waitTimeout, "fitting payload delivered", func() bool { return recvB.Count() == 1 })
 	if got := len(recvB.Deliveries()[0].Data); got != fits {
@@ -302,8 +303,8 @@ func testBadInput(t *testing.T, env Env) {
 	busA := env.NewBus(t, BusConfig{Cluster: cluster, Self: a})
 	busB, recvB := started(t, env, BusConfig{Cluster: cluster, Self: b})
 	p := env.Prefix()
-	subj := bus.Subject(p, cluster, b, a, bus.KindMsg)
-	good := bus.AppendFrame(nil, [][]byte{[]byte("ok")})
+	subj := wire.Subject(p, cluster, b, a, bus.KindMsg)
+	good := wire.AppendFrame(nil, [][]byte{[]byte("ok")})
 
 	// Malformed frames on a valid subject.
 	bad := [][]byte{

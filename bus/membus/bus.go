@@ -14,6 +14,7 @@ import (
 	"github.com/raftbus/raftbus/bus/internal/counters"
 	"github.com/raftbus/raftbus/bus/internal/inbound"
 	"github.com/raftbus/raftbus/bus/internal/outq"
+	"github.com/raftbus/raftbus/internal/wire"
 )
 
 // Defaults for Config fields left zero.
@@ -63,13 +64,13 @@ func (c *Config) validate() error {
 	if c.Prefix == "" {
 		c.Prefix = bus.DefaultPrefix
 	}
-	if err := bus.ValidatePrefix(c.Prefix); err != nil {
+	if err := wire.ValidatePrefix(c.Prefix); err != nil {
 		return fmt.Errorf("membus: config: %w", err)
 	}
-	if err := bus.ValidateID(c.Cluster); err != nil {
+	if err := wire.ValidateID(c.Cluster); err != nil {
 		return fmt.Errorf("membus: config: cluster: %w", err)
 	}
-	if err := bus.ValidateID(c.Self); err != nil {
+	if err := wire.ValidateID(c.Self); err != nil {
 		return fmt.Errorf("membus: config: self: %w", err)
 	}
 	setDefault(&c.MaxQueuePayloads, DefaultMaxQueuePayloads)
@@ -144,7 +145,7 @@ func (n *Network) NewBus(cfg Config) (*Bus, error) {
 		IdleTimeout:   cfg.IdleSenderTimeout,
 		Publish:       b.publish,
 		Subject: func(to uuid.UUID, kind bus.Kind) string {
-			return bus.Subject(cfg.Prefix, cfg.Cluster, to, cfg.Self, kind)
+			return wire.Subject(cfg.Prefix, cfg.Cluster, to, cfg.Self, kind)
 		},
 	})
 	if err := n.attach(b); err != nil {
@@ -180,10 +181,13 @@ func (b *Bus) publish(ctx context.Context, f *outq.Frame) {
 		return
 	}
 	b.counters.Sent(f.Payloads, len(f.Data))
-	d, targets := b.net.route(f.Subject, b.cfg.Self, f.To)
+	d, targets, held := b.net.route(b, f)
 	if d.drop {
 		b.counters.Drop(bus.DropPartitioned, f.Payloads)
 		return
+	}
+	if held {
+		return // the test delivers it (network_pump.go)
 	}
 	var at time.Time
 	if d.delay > 0 {
@@ -214,7 +218,7 @@ func (b *Bus) Start(r bus.Receiver) error {
 	}
 	b.started = true
 	in := newInbox(b.cfg.PendingMsgsLimit, b.cfg.PendingBytesLimit)
-	b.sub = b.net.subscribe(bus.InboxSubject(b.cfg.Prefix, b.cfg.Cluster, b.cfg.Self), in)
+	b.sub = b.net.subscribe(wire.InboxSubject(b.cfg.Prefix, b.cfg.Cluster, b.cfg.Self), in)
 	h := inbound.New(b.cfg.Prefix, b.cfg.Cluster, b.cfg.Self, r, &b.counters, b.cfg.Logger)
 	b.wg.Add(1)
 	go b.deliver(in, h)
@@ -228,6 +232,7 @@ const deliverBatch = 64
 // deliver is the delivery goroutine.
 func (b *Bus) deliver(in *inbox, h *inbound.Handler) {
 	defer b.wg.Done()
+	defer close(in.stopped) // releases Network.Deliver waiting on frames left here
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
@@ -244,6 +249,9 @@ func (b *Bus) deliver(in *inbox, h *inbound.Handler) {
 			default:
 			}
 			h.Frame(batch[i].subject, batch[i].data)
+			if batch[i].done != nil {
+				close(batch[i].done)
+			}
 			batch[i] = inFrame{}
 		}
 		if len(batch) == deliverBatch {
@@ -274,7 +282,7 @@ func (b *Bus) State() bus.State {
 
 // MaxPayload returns the largest payload Send accepts, derived from
 // MaxFrameBytes; size Raft's MaxSizePerMsg below it.
-func (b *Bus) MaxPayload() int { return bus.MaxPayload(b.cfg.MaxFrameBytes) }
+func (b *Bus) MaxPayload() int { return wire.MaxPayload(b.cfg.MaxFrameBytes) }
 
 // Stats returns a snapshot of the bus's counters and queue depths.
 // Fault-injected losses are counted under bus.DropPartitioned.

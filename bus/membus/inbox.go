@@ -12,6 +12,9 @@ type inFrame struct {
 	data    []byte    // owned by the inbox, then by the receiver
 	at      time.Time // not delivered before this; zero means now
 	seq     uint64    // arrival order, the tie-breaker
+	// done, when set (a frame delivered by hand, network_pump.go), is
+	// closed once the receiver has handled the frame or it was dropped.
+	done chan struct{}
 }
 
 // inbox is the bounded inbound buffer of one bus, the in-memory analogue of
@@ -22,6 +25,7 @@ type inbox struct {
 	maxFrames int
 	maxBytes  int
 	wake      chan struct{} // capacity 1
+	stopped   chan struct{} // closed when the bus's delivery goroutine exits
 
 	mu        sync.Mutex
 	frames    frameHeap
@@ -33,7 +37,7 @@ type inbox struct {
 }
 
 func newInbox(maxFrames, maxBytes int) *inbox {
-	return &inbox{maxFrames: maxFrames, maxBytes: maxBytes, wake: make(chan struct{}, 1)}
+	return &inbox{maxFrames: maxFrames, maxBytes: maxBytes, wake: make(chan struct{}, 1), stopped: make(chan struct{})}
 }
 
 // push adds f. With reorder set, and no frame already held, f is held back
@@ -43,6 +47,9 @@ func (in *inbox) push(f inFrame, reorder bool) {
 	if in.frames.Len()+1 > in.maxFrames || in.bytes+len(f.data) > in.maxBytes {
 		in.overflow++
 		in.mu.Unlock()
+		if f.done != nil {
+			close(f.done)
+		}
 		in.signal()
 		return
 	}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/raftbus/raftbus/bus/internal/outq"
 )
 
 // ErrNetworkClosed is returned by NewBus after the network was closed.
@@ -38,6 +40,7 @@ type Network struct {
 	partitions                     map[[2]uuid.UUID]struct{}
 	isolated                       map[uuid.UUID]struct{}
 	stalled                        map[uuid.UUID]chan struct{} // closed on Unstall
+	pump                           pump                        // manual mode (network_pump.go)
 
 	// trace, when set (by tests of this package), sees every decision.
 	trace func(src, dst uuid.UUID, d decision)
@@ -232,15 +235,18 @@ func (n *Network) waitUnstalled(ctx context.Context, dst uuid.UUID) bool {
 }
 
 // route draws the fault decision for one frame from src to dst and returns
-// the inboxes subscribed to subject.
-func (n *Network) route(subject string, src, dst uuid.UUID) (decision, []*inbox) {
+// the inboxes subscribed to subject. In manual mode a frame that survives
+// the decision is held instead (held set, no inboxes), or lost to the
+// hold queue's bound (d.drop set).
+func (n *Network) route(from *Bus, f *outq.Frame) (d decision, targets []*inbox, held bool) {
+	subject, src, dst := f.Subject, from.cfg.Self, f.To
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	// Always draw the same number of values so that the decision sequence
 	// depends only on the seed and the number of frames, not on which
 	// faults happen to be enabled.
 	drop, dup, reorder, delay := n.rng.Float64(), n.rng.Float64(), n.rng.Float64(), n.rng.Float64()
-	d := decision{
+	d = decision{
 		drop:    drop < n.dropRate,
 		dup:     dup < n.dupRate,
 		reorder: reorder < n.reorderRate,
@@ -259,9 +265,13 @@ func (n *Network) route(subject string, src, dst uuid.UUID) (decision, []*inbox)
 		n.trace(src, dst, d)
 	}
 	if d.drop {
-		return d, nil
+		return d, nil, false
 	}
-	return d, n.match(subject)
+	if taken, lost := n.hold(from, subject, dst, f.Kind, f.Payloads, f.Data); taken {
+		d.drop = lost
+		return d, nil, !lost
+	}
+	return d, n.match(subject), false
 }
 
 // match returns the inboxes whose pattern matches subject, with NATS

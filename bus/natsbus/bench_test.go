@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/raftbus/raftbus/bus"
+	"github.com/raftbus/raftbus/internal/wire"
 )
 
 // Raft-sized payloads: a heartbeat or vote, a small append, a large append.
@@ -124,7 +125,7 @@ func benchRaw(b *testing.B, size int) {
 	s := runServer(b, serverOptions(b))
 	pub := connect(b, s.ClientURL())
 	subConn := connect(b, s.ClientURL())
-	subject := bus.Subject(bus.DefaultPrefix, uuid.New(), uuid.New(), uuid.New(), bus.KindMsg)
+	subject := wire.Subject(bus.DefaultPrefix, uuid.New(), uuid.New(), uuid.New(), bus.KindMsg)
 	var received atomic.Int64
 	done := make(chan struct{})
 	sub, err := subConn.Subscribe(subject, func(*nats.Msg) {

@@ -16,6 +16,7 @@ import (
 	"github.com/raftbus/raftbus/bus/internal/counters"
 	"github.com/raftbus/raftbus/bus/internal/inbound"
 	"github.com/raftbus/raftbus/bus/internal/outq"
+	"github.com/raftbus/raftbus/internal/wire"
 )
 
 // startFlushTimeout bounds how long Start waits for the server to confirm
@@ -84,7 +85,7 @@ func New(cfg Config) (*Bus, error) {
 		IdleTimeout:   cfg.IdleSenderTimeout,
 		Publish:       b.publish,
 		Subject: func(to uuid.UUID, kind bus.Kind) string {
-			return bus.Subject(cfg.Prefix, cfg.Cluster, to, cfg.Self, kind)
+			return wire.Subject(cfg.Prefix, cfg.Cluster, to, cfg.Self, kind)
 		},
 	})
 	if cfg.Registerer != nil {
@@ -192,7 +193,7 @@ func (b *Bus) Start(r bus.Receiver) error {
 	if b.started {
 		return errStarted
 	}
-	subject := bus.InboxSubject(b.cfg.Prefix, b.cfg.Cluster, b.cfg.Self)
+	subject := wire.InboxSubject(b.cfg.Prefix, b.cfg.Cluster, b.cfg.Self)
 	sub, err := b.nc.SubscribeSync(subject)
 	if err != nil {
 		return fmt.Errorf("natsbus: subscribe %s: %w", subject, err)
@@ -225,7 +226,7 @@ func (b *Bus) State() bus.State {
 
 // MaxPayload returns the largest payload Send accepts, derived from
 // MaxFrameBytes; size Raft's MaxSizePerMsg below it.
-func (b *Bus) MaxPayload() int { return bus.MaxPayload(b.cfg.MaxFrameBytes) }
+func (b *Bus) MaxPayload() int { return wire.MaxPayload(b.cfg.MaxFrameBytes) }
 
 // Stats returns a snapshot of the bus's counters and queue depths.
 func (b *Bus) Stats() bus.Stats {

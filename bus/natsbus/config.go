@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/raftbus/raftbus/bus"
+	"github.com/raftbus/raftbus/internal/wire"
 )
 
 // Defaults for Config fields left zero.
@@ -82,13 +83,13 @@ func (c *Config) validate() error {
 	if c.Prefix == "" {
 		c.Prefix = bus.DefaultPrefix
 	}
-	if err := bus.ValidatePrefix(c.Prefix); err != nil {
+	if err := wire.ValidatePrefix(c.Prefix); err != nil {
 		return fmt.Errorf("natsbus: config: %w", err)
 	}
-	if err := bus.ValidateID(c.Cluster); err != nil {
+	if err := wire.ValidateID(c.Cluster); err != nil {
 		return fmt.Errorf("natsbus: config: cluster: %w", err)
 	}
-	if err := bus.ValidateID(c.Self); err != nil {
+	if err := wire.ValidateID(c.Self); err != nil {
 		return fmt.Errorf("natsbus: config: self: %w", err)
 	}
 	// MaxPayload is 0 until the connection has talked to a server (possible

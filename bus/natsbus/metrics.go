@@ -10,7 +10,9 @@ import (
 // collector exports a bus's counters as raftbus_bus_* metrics. It reads the
 // counters the bus keeps anyway at scrape time, so metrics cost nothing on
 // the hot path. Labels never carry identities: incarnation UUIDs are
-// unbounded over a cluster's life.
+// unbounded over a cluster's life. dropped_total has a series for every
+// reason a NATS bus can produce from the first scrape on, at 0; the
+// in-memory bus's fault-injection reason is not among them.
 type collector struct {
 	b *Bus
 
@@ -59,6 +61,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.payloadsReceived, s.ReceivedPayloads)
 	counter(c.bytesRecvd, s.ReceivedBytes)
 	for _, r := range counters.Reasons {
+		if r == bus.DropPartitioned {
+			continue // only the in-memory bus injects faults
+		}
 		counter(c.dropped, s.Dropped[r], string(r))
 	}
 	counter(c.reconnects, s.Reconnects)

@@ -21,7 +21,7 @@ func nodeInboxPrefix(inc uuid.UUID) string { return "_INBOX." + inc.String() }
 // explicitAuth reports whether the flags name credentials; they win over
 // the data directory's key.
 func (f *natsFlags) explicitAuth() bool {
-	return f.user != "" || f.creds != "" || f.nkey != ""
+	return f.user != "" || f.creds != "" || f.nkey != "" || f.token != ""
 }
 
 // connectNode opens a node's NATS connection: the node's inbox prefix
@@ -30,6 +30,9 @@ func (f *natsFlags) explicitAuth() bool {
 // signed by it). A server that asks for no authentication sends no nonce;
 // the node then connects without the key, so an open server keeps working.
 func connectNode(f *natsFlags, name, dir string, id *datadir.Identity, log *slog.Logger, extra ...nats.Option) (*nats.Conn, error) {
+	if err := f.applyContext(); err != nil {
+		return nil, err
+	}
 	inbox := f.inboxPrefix
 	if inbox == "" {
 		inbox = nodeInboxPrefix(id.Incarnation)

@@ -98,7 +98,7 @@ func nodeUser(prefix string, cluster uuid.UUID, st string, n authNode) authUser 
 		PublishAllow: []permRule{
 			{pc + ".*." + i + ".>", "Raft traffic to any peer with this node as the source token, so a delivery's source is authenticated"},
 			{pc + ".members.announce." + i, "announce this incarnation (name, URL, public key) on the membership stream"},
-			{pc + ".members.committed." + i, "record a committed membership change while this node is the leader"},
+			{pc + ".members.committed." + i, "attest each membership change this node applies (readers need a majority of voters)"},
 			{pc + ".members.outcome.*." + i, "record the outcome of a membership request while this node is the leader"},
 		},
 		PublishDeny: []permRule{
@@ -127,6 +127,7 @@ func adminUser(prefix string, cluster uuid.UUID, st string, admin authUser) auth
 		{pc + ".members.request", "request membership changes; only the admin may"},
 		{pc + ".status", "query the running nodes' status (member list)"},
 		{"$JS.API.STREAM.NAMES", "find the cluster when --cluster is not given"},
+		{"$JS.API.STREAM.CREATE." + st, "member stream repair: create the membership stream again if it was lost (the stream's configuration still denies deletes and purges)"},
 	}, jsAPIRead(st)...)
 	admin.SubAllow = []permRule{
 		{"_INBOX.>", "replies to the CLI's requests (default inbox prefix _INBOX; narrow it with --inbox-prefix)"},

@@ -87,7 +87,7 @@ func awaitAdmission(ctx context.Context, g *globals, f *nodeFlags, nc *nats.Conn
 		}
 	}
 	if refused != nil {
-		return nil, withCode(ExitPrecondition, refused)
+		return nil, withCode(ExitRemoved, refused)
 	}
 	id, err = datadir.SetRaftID(f.data, uint64(admitted))
 	if err != nil {

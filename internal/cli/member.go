@@ -30,13 +30,15 @@ type memberFlags struct {
 	prefix   string
 	writeOut string
 	learner  bool
+	// autoPromote: add --learner --promote-when-caught-up.
+	autoPromote bool
 }
 
 func newMemberCmd(g *globals) *cobra.Command {
 	f := &memberFlags{}
 	cmd := &cobra.Command{
 		Use:   "member",
-		Short: "List and change cluster membership (add, remove, promote, list, history)",
+		Short: "List and change cluster membership (add, remove, promote, list, history, stream repair)",
 		Long: `Membership commands, in the style of 'etcdctl member'. They talk to the
 cluster only through its JetStream membership stream: requests are recorded
 there, the cluster leader turns them into Raft membership changes, and the
@@ -59,6 +61,7 @@ concurrent change, 8 permission denied, 9 timeout.`,
 		RunE:  func(cmd *cobra.Command, args []string) error { return memberAdd(cmd.Context(), g, f, args[0]) },
 	}
 	add.Flags().BoolVar(&f.learner, "learner", false, "add as a non-voting learner (promote it later)")
+	add.Flags().BoolVar(&f.autoPromote, "promote-when-caught-up", false, "with --learner: the leader promotes the learner by itself once its log has caught up; waits for that within --timeout, showing progress")
 	change := func(use, short, op string) *cobra.Command {
 		return &cobra.Command{
 			Use: use, Short: short, Args: exactArgs(1),
@@ -81,7 +84,7 @@ concurrent change, 8 permission denied, 9 timeout.`,
 		Args:  exactArgs(0),
 		RunE:  func(cmd *cobra.Command, _ []string) error { return memberHistory(cmd.Context(), g, f) },
 	}
-	cmd.AddCommand(add, remove, promote, list, history)
+	cmd.AddCommand(add, remove, promote, list, history, newMemberStreamCmd(g, f))
 	return cmd
 }
 
@@ -109,11 +112,7 @@ func (f *memberFlags) open(ctx context.Context) (*session, error) {
 		return nil, err
 	}
 	s := &session{prefix: f.prefix}
-	nc, err := f.nats.connect("raftbus-member", nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-		if errors.Is(err, nats.ErrPermissionViolation) || strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
-			s.permDenied.Store(true)
-		}
-	}))
+	nc, err := f.nats.connectNotingDenials("raftbus-member", &s.permDenied)
 	if err != nil {
 		return nil, err
 	}
@@ -290,15 +289,39 @@ func runAdd(ctx context.Context, g *globals, f *memberFlags, s *session, d *memb
 	if f.learner {
 		op = membership.OpAddLearner
 	}
+	if f.autoPromote && !f.learner {
+		return usageErr(errors.New("--promote-when-caught-up needs --learner"))
+	}
 	// The key comes from the candidate's verified, self-signed announcement.
 	out, err := s.submit(ctx, d, membership.Request{Op: op, Name: name, Incarnation: cand.Incarnation, ClientURL: cand.ClientURL,
-		PublicKey: cand.PublicKey, ExpectVersion: d.Version})
+		PublicKey: cand.PublicKey, ExpectVersion: d.Version, PromoteWhenCaughtUp: f.autoPromote})
 	if err != nil {
 		return err
 	}
+	start := startCommand(s.cluster.String(), f.prefix, f.nats.server, cand)
+	var promoted *membership.Outcome
+	if f.autoPromote {
+		if f.writeOut != "json" {
+			fmt.Fprintf(g.stdout, "Member %s added as learner to cluster %s: %s (incarnation %s)\nIf it is not running, start it with:\n  %s\n",
+				out.RaftID, s.cluster, name, cand.Incarnation, start)
+		}
+		o, err := s.waitPromotion(ctx, g.stderr, d, out.RaftID, name)
+		if err != nil {
+			return err
+		}
+		promoted = &o
+	}
 	if f.writeOut == "json" {
-		return writeJSON(g.stdout, map[string]any{"cluster": s.cluster, "index": out.Index, "member": membership.Member{
-			ID: out.RaftID, Name: name, Incarnation: cand.Incarnation, ClientURL: cand.ClientURL, Learner: f.learner}})
+		res := map[string]any{"cluster": s.cluster, "index": out.Index, "start_command": start, "member": membership.Member{
+			ID: out.RaftID, Name: name, Incarnation: cand.Incarnation, ClientURL: cand.ClientURL, Learner: f.learner && promoted == nil}}
+		if promoted != nil {
+			res["promoted_index"] = promoted.Index
+		}
+		return writeJSON(g.stdout, res)
+	}
+	if promoted != nil {
+		fmt.Fprintf(g.stdout, "Member %s (%s) caught up and was promoted to voter at index %d\n", out.RaftID, name, promoted.Index)
+		return nil
 	}
 	as := ""
 	if f.learner {
@@ -306,11 +329,7 @@ func runAdd(ctx context.Context, g *globals, f *memberFlags, s *session, d *memb
 	}
 	fmt.Fprintf(g.stdout, "Member %s added%s to cluster %s: %s (incarnation %s)\n", out.RaftID, as, s.cluster, name, cand.Incarnation)
 	fmt.Fprintf(g.stdout, "\nThe node waiting with --join starts by itself. If it is not running, start it with:\n")
-	dataDir := cand.DataDir
-	if dataDir == "" {
-		dataDir = "DIR"
-	}
-	fmt.Fprintf(g.stdout, "  raftbus node --join --cluster %s --name %s --data %s -s %s\n", s.cluster, name, dataDir, f.nats.server)
+	fmt.Fprintf(g.stdout, "  %s\n", start)
 	return nil
 }
 
@@ -383,6 +402,9 @@ func runList(ctx context.Context, g *globals, f *memberFlags, s *session, d *mem
 		r := listRow{ID: m.ID, Name: m.Name, Incarnation: m.Incarnation, Role: "voter", Status: "unstarted", ClientURL: m.ClientURL}
 		if m.Learner {
 			r.Role = "learner"
+			if m.AutoPromote {
+				r.Role = "learner (auto-promote)"
+			}
 		}
 		if a, ok := d.Announced[m.Incarnation]; ok {
 			t := a.Time
@@ -401,6 +423,7 @@ func runList(ctx context.Context, g *globals, f *memberFlags, s *session, d *mem
 		}
 		rows = append(rows, r)
 	}
+	applyLiveness(rows, live, now)
 	if f.writeOut == "json" {
 		return writeJSON(g.stdout, map[string]any{"cluster": s.cluster, "version": d.Version, "members": rows})
 	}
@@ -451,12 +474,13 @@ func memberHistory(ctx context.Context, g *globals, f *memberFlags) error {
 	}
 	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SEQ\tTIME\tKIND\tDETAIL\tBY")
+	story := newHistoryStory()
 	for _, r := range recs {
 		if rr, ok := d.RejectedAt(r.Seq); ok {
 			fmt.Fprintf(tw, "%d\t%s\t%s\tREJECTED (%s): %s\t%s\n", r.Seq, r.Time.Format(time.RFC3339), r.Kind, rr.Reason, rr.Problem, r.Subject)
 			continue
 		}
-		detail, by := describe(r)
+		detail, by := story.describe(r)
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", r.Seq, r.Time.Format(time.RFC3339), r.Kind, detail, by)
 	}
 	if err := tw.Flush(); err != nil {
@@ -466,38 +490,6 @@ func memberHistory(ctx context.Context, g *globals, f *memberFlags) error {
 		fmt.Fprintf(g.stdout, "\n%d record(s) rejected and ignored: %v\n", n, d.RejectedCounts())
 	}
 	return nil
-}
-
-func describe(r membership.Record) (detail, by string) {
-	switch r.Kind {
-	case membership.KindAnnounce:
-		a := r.Announce
-		id := "not a member yet"
-		if a.RaftID != 0 {
-			id = "member " + a.RaftID.String()
-		}
-		return fmt.Sprintf("%s (incarnation %s, %s) came up at %s", a.Name, a.Incarnation, id, a.ClientURL), a.Host
-	case membership.KindRequest:
-		if r.Invalid != "" {
-			return "REJECTED (" + r.Invalid + "): " + r.Problem, r.Subject
-		}
-		q := r.Request
-		target := q.Name
-		if q.RaftID != 0 {
-			target = fmt.Sprintf("%s (%s)", q.RaftID, q.Name)
-		}
-		return fmt.Sprintf("request %s: %s %s", q.ID, q.Op, target), q.By
-	case membership.KindOutcome:
-		o := r.Outcome
-		if o.Status == membership.StatusRejected {
-			return fmt.Sprintf("request %s rejected (%s): %s", o.RequestID, o.Code, o.Reason), "leader " + o.Leader.String()
-		}
-		return fmt.Sprintf("request %s applied at index %d (member %s)", o.RequestID, o.Index, o.RaftID), "leader " + o.Leader.String()
-	case membership.KindCommitted:
-		c := r.Committed
-		return fmt.Sprintf("committed at index %d: %s %s (%s, incarnation %s)", c.Index, c.Op, c.Member.ID, c.Member.Name, c.Member.Incarnation), "raft"
-	}
-	return "", ""
 }
 
 func writeJSON(w io.Writer, v any) error {

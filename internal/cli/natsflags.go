@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -25,6 +27,21 @@ type natsFlags struct {
 	// inboxPrefix is --inbox-prefix: the prefix of this connection's reply
 	// subjects (nodes default to _INBOX.<incarnation>, the CLI to _INBOX).
 	inboxPrefix string
+	// token is --token, or a context's token.
+	token string
+	// tlsFirst is a context's tls_first: TLS before the server's INFO.
+	tlsFirst bool
+	// context is --context: the nats CLI context the connection settings
+	// default to (see natscontext.go).
+	context string
+	// namedContextOnly ignores the nats CLI's selected context: a node
+	// must not silently take an operator's interactive credentials (the
+	// selected context often holds an admin's) instead of its own key.
+	// An explicit --context or $NATS_CONTEXT still applies.
+	namedContextOnly bool
+	// contextDone says the context was applied (or must not be: the
+	// embedded server of 'raftbus up').
+	contextDone bool
 	// jwt is a node's --jwt: a user JWT signed with the data directory's
 	// key (operator mode).
 	jwt string
@@ -40,23 +57,9 @@ func (f *natsFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.tlsKey, "tlskey", envOr("NATS_KEY", ""), "TLS client private key file ($NATS_KEY)")
 	fs.StringVar(&f.tlsCA, "tlsca", envOr("NATS_CA", ""), "TLS certificate authority file ($NATS_CA)")
 	fs.StringVar(&f.inboxPrefix, "inbox-prefix", envOr("NATS_INBOX_PREFIX", ""), "prefix of reply subjects (default _INBOX, or _INBOX.<incarnation> for a node) ($NATS_INBOX_PREFIX)")
-	fs.DurationVar(&f.timeout, "timeout", envDuration("NATS_TIMEOUT", 5*time.Second), "time to wait for NATS and for operations ($NATS_TIMEOUT)")
-}
-
-func envOr(key, def string) string {
-	if v, ok := os.LookupEnv(key); ok {
-		return v
-	}
-	return def
-}
-
-func envDuration(key string, def time.Duration) time.Duration {
-	if v, ok := os.LookupEnv(key); ok {
-		if d, err := time.ParseDuration(v); err == nil {
-			return d
-		}
-	}
-	return def
+	fs.StringVar(&f.token, "token", "", "NATS authentication token ($NATS_TOKEN)")
+	fs.StringVar(&f.context, "context", "", "nats CLI context to read the connection from: a name saved by 'nats context save', or a .json file; default the selected one ($NATS_CONTEXT)")
+	fs.DurationVar(&f.timeout, "timeout", 5*time.Second, "time to wait for NATS and for operations ($NATS_TIMEOUT)")
 }
 
 func (f *natsFlags) validate() error {
@@ -74,6 +77,25 @@ func (f *natsFlags) validate() error {
 	}
 	if f.timeout <= 0 {
 		return fmt.Errorf("--timeout must be positive, got %v", f.timeout)
+	}
+	if f.token != "" && (f.user != "" || f.creds != "" || f.nkey != "") {
+		return errors.New("a token cannot be used with --user, --creds or --nkey")
+	}
+	// A missing or unreadable file is a mistake on the command line; found
+	// here it is reported as such, not as an unreachable server.
+	for _, file := range []struct{ flag, path string }{
+		{"--creds", f.creds}, {"--nkey", f.nkey}, {"--tlscert", f.tlsCert}, {"--tlskey", f.tlsKey}, {"--tlsca", f.tlsCA}, {"--jwt", f.jwt},
+	} {
+		if file.path == "" {
+			continue
+		}
+		st, err := os.Stat(file.path)
+		if err != nil {
+			return fmt.Errorf("%s: %w", file.flag, err)
+		}
+		if st.IsDir() {
+			return fmt.Errorf("%s %s is a directory, not a file", file.flag, file.path)
+		}
 	}
 	return nil
 }
@@ -100,8 +122,14 @@ func (f *natsFlags) options(name string) ([]nats.Option, error) {
 		}
 		opts = append(opts, o)
 	}
+	if f.token != "" {
+		opts = append(opts, nats.Token(f.token))
+	}
 	if f.inboxPrefix != "" {
 		opts = append(opts, nats.CustomInboxPrefix(f.inboxPrefix))
+	}
+	if f.tlsFirst {
+		opts = append(opts, nats.TLSHandshakeFirst())
 	}
 	if f.tlsCert != "" {
 		opts = append(opts, nats.ClientCert(f.tlsCert, f.tlsKey))
@@ -112,8 +140,24 @@ func (f *natsFlags) options(name string) ([]nats.Option, error) {
 	return opts, nil
 }
 
-// connect opens the NATS connection; failures carry ExitUnreachable.
+// connect opens the NATS connection. A server that refuses the
+// credentials exits with ExitPermission, any other failure with
+// ExitUnreachable.
+// connectNotingDenials connects like connect and sets denied when the
+// server refuses a publish or subscribe (reported asynchronously), so a
+// command can exit with ExitPermission instead of a bare timeout.
+func (f *natsFlags) connectNotingDenials(name string, denied *atomic.Bool) (*nats.Conn, error) {
+	return f.connect(name, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		if errors.Is(err, nats.ErrPermissionViolation) || strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
+			denied.Store(true)
+		}
+	}))
+}
+
 func (f *natsFlags) connect(name string, extra ...nats.Option) (*nats.Conn, error) {
+	if err := f.applyContext(); err != nil {
+		return nil, err
+	}
 	if err := f.validate(); err != nil {
 		return nil, usageErr(err)
 	}
@@ -123,7 +167,18 @@ func (f *natsFlags) connect(name string, extra ...nats.Option) (*nats.Conn, erro
 	}
 	nc, err := nats.Connect(f.server, append(opts, extra...)...)
 	if err != nil {
-		return nil, withCode(ExitUnreachable, fmt.Errorf("connect to NATS at %s: %w", f.server, err))
+		return nil, classifyConnect(f.server, err)
 	}
 	return nc, nil
+}
+
+// classifyConnect gives a failed connection its exit code.
+func classifyConnect(server string, err error) error {
+	err = fmt.Errorf("connect to NATS at %s: %w", server, err)
+	switch {
+	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrAuthExpired), errors.Is(err, nats.ErrAuthRevoked),
+		errors.Is(err, nats.ErrAccountAuthExpired), errors.Is(err, nats.ErrPermissionViolation):
+		return withCode(ExitPermission, fmt.Errorf("%w (the server refused these credentials)", err))
+	}
+	return withCode(ExitUnreachable, err)
 }

@@ -30,6 +30,8 @@ type nodeFlags struct {
 	noSync    bool
 	tick      time.Duration
 	snapEvery uint64
+	// HTTP API security (server.Config's TLS and token fields).
+	tlsCert, tlsKey, clientCA, tokenFile string
 }
 
 func newNodeCmd(g *globals) *cobra.Command {
@@ -50,7 +52,12 @@ Restarts reuse the identity stored in the data directory; --cluster,
 the same command again. Once a node has started, its Raft state must never
 be lost: a node whose raft/ directory is gone is refused, with --join or
 without; remove it from the cluster, wipe its data directory and add it
-again as a new member.`,
+again as a new member.
+
+--join on a new data directory takes the cluster from --cluster on the
+command line only, never from $RAFTBUS_CLUSTER alone: joining makes the new
+incarnation a member for good. A node that was removed from its cluster
+stops and exits with code 10.`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error { return runNode(cmd, g, f) },
 	}
@@ -58,6 +65,7 @@ again as a new member.`,
 	fs := cmd.Flags()
 	f.nats.register(fs)
 	f.nats.registerNodeAuth(fs)
+	f.nats.namedContextOnly = true
 	fs.StringVar(&f.data, "data", envOr("RAFTBUS_DATA", ""), "data directory ($RAFTBUS_DATA)")
 	fs.StringVar(&f.name, "name", envOr("RAFTBUS_NAME", ""), "node name ($RAFTBUS_NAME)")
 	fs.StringVar(&f.listen, "listen", envOr("RAFTBUS_LISTEN", "127.0.0.1:8001"), "HTTP API address ($RAFTBUS_LISTEN)")
@@ -70,6 +78,10 @@ again as a new member.`,
 	fs.BoolVar(&f.noSync, "no-sync", false, "do not fsync Raft state (benchmarks only: a crash may lose acknowledged writes)")
 	fs.DurationVar(&f.tick, "tick", 100*time.Millisecond, "Raft tick interval")
 	fs.Uint64Var(&f.snapEvery, "snapshot-entries", 10000, "take a snapshot every this many applied entries")
+	fs.StringVar(&f.tlsCert, "listen-tls-cert", envOr("RAFTBUS_LISTEN_TLS_CERT", ""), "serve the HTTP API over TLS with this PEM certificate ($RAFTBUS_LISTEN_TLS_CERT)")
+	fs.StringVar(&f.tlsKey, "listen-tls-key", envOr("RAFTBUS_LISTEN_TLS_KEY", ""), "the PEM key of --listen-tls-cert ($RAFTBUS_LISTEN_TLS_KEY)")
+	fs.StringVar(&f.clientCA, "listen-client-ca", envOr("RAFTBUS_LISTEN_CLIENT_CA", ""), "verify HTTP client certificates against this PEM CA bundle; a verified certificate authorises requests ($RAFTBUS_LISTEN_CLIENT_CA)")
+	fs.StringVar(&f.tokenFile, "http-token-file", envOr("RAFTBUS_HTTP_TOKEN_FILE", ""), "require 'Authorization: Bearer <token>' (or a verified client certificate) on every HTTP endpoint but /healthz and /readyz; the file holds the token ($RAFTBUS_HTTP_TOKEN_FILE)")
 	return cmd
 }
 
@@ -115,6 +127,13 @@ func runNode(cmd *cobra.Command, g *globals, f *nodeFlags) error {
 	}
 	id, err := datadir.Load(f.data)
 	fresh := errors.Is(err, datadir.ErrNoIdentity) || errors.Is(err, os.ErrNotExist)
+	// Joining makes a new incarnation a member of a cluster for good: the
+	// cluster must be named on the command line, not taken from a
+	// RAFTBUS_CLUSTER left in the environment by another task. For an
+	// existing directory the environment only checks its identity.
+	if fresh && f.join && fromEnv(cmd, "cluster") {
+		return usageErr(fmt.Errorf("--join of a new data directory needs --cluster on the command line; $RAFTBUS_CLUSTER (%s) is not used to join: pass --cluster $RAFTBUS_CLUSTER to mean it", f.cluster))
+	}
 	switch {
 	case fresh && f.join:
 		if id, err = datadir.Create(f.data, datadir.Identity{ClusterID: want.ClusterID, Name: f.name}); err != nil {
@@ -161,7 +180,8 @@ func runNode(cmd *cobra.Command, g *globals, f *nodeFlags) error {
 	srv, err := server.Start(server.Config{
 		DataDir: f.data, Expect: want, Conn: nc, Prefix: f.prefix, Listen: f.listen,
 		Bootstrap: bootstrap, Joining: joining, NoSync: f.noSync, Logger: log, MembersReplicas: f.replicas,
-		Node: node.Config{TickInterval: f.tick, SnapshotEntries: f.snapEvery},
+		Node:        node.Config{TickInterval: f.tick, SnapshotEntries: f.snapEvery},
+		TLSCertFile: f.tlsCert, TLSKeyFile: f.tlsKey, ClientCAFile: f.clientCA, HTTPTokenFile: f.tokenFile,
 	})
 	if errors.Is(err, server.ErrNeverStarted) {
 		err = fmt.Errorf("%w. %s carries no record of how it was to start (it was made by an older raftbus, or a --bootstrap was interrupted right after creating it); "+
@@ -179,12 +199,18 @@ func runNode(cmd *cobra.Command, g *globals, f *nodeFlags) error {
 	case <-srv.Done():
 		err := srv.Node().Err()
 		srv.Stop()
-		if errors.Is(err, node.ErrRemoved) {
-			return fmt.Errorf("this node (raft ID %s, incarnation %s) was removed from cluster %s; wipe %s before this machine rejoins as a new member",
-				node.HexID(id.RaftID), id.Incarnation, id.ClusterID, f.data)
-		}
-		return fmt.Errorf("node stopped: %w", err)
+		return stoppedErr(err, id, f.data)
 	}
+}
+
+// stoppedErr explains why a node stopped by itself; a removed node exits
+// with its own code, so that a supervisor does not restart it.
+func stoppedErr(err error, id *datadir.Identity, dir string) error {
+	if errors.Is(err, node.ErrRemoved) {
+		return withCode(ExitRemoved, fmt.Errorf("this node (raft ID %s, incarnation %s) was removed from cluster %s; wipe %s before this machine rejoins as a new member",
+			node.HexID(id.RaftID), id.Incarnation, id.ClusterID, dir))
+	}
+	return fmt.Errorf("node stopped: %w", err)
 }
 
 // createForBootstrap creates the identity of a new single-node cluster and

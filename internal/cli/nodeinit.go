@@ -35,7 +35,17 @@ installed before the node first connects.
 a node that joins that cluster ('raftbus node --join' announces it, then
 'raftbus member add NAME' admits it). 'raftbus node --data DIR' starts it.`,
 		Args: exactArgs(0),
-		RunE: func(cmd *cobra.Command, _ []string) error { return runNodeInit(g, f) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			// As for 'node --join': the cluster a new incarnation joins is
+			// named on the command line, never taken from the environment.
+			if fromEnv(cmd, "cluster") {
+				if !f.bootstrap {
+					return usageErr(fmt.Errorf("node init needs --cluster on the command line; $RAFTBUS_CLUSTER (%s) is not used to make a joining identity: pass --cluster $RAFTBUS_CLUSTER to mean it", f.cluster))
+				}
+				f.cluster = ""
+			}
+			return runNodeInit(g, f)
+		},
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&f.data, "data", envOr("RAFTBUS_DATA", ""), "data directory ($RAFTBUS_DATA)")

@@ -1,9 +1,8 @@
-// Package cli implements the raftbus command. It is a library so that tests
-// can run commands in-process; cmd/raftbus only calls Main.
 package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -47,7 +46,12 @@ subjects, so a process that reuses a removed node's host:port can never receive
 the old node's traffic.
 
 Start a local three-node cluster on an embedded NATS server:
-  raftbus up`,
+  raftbus up
+
+Flags whose help ends in ($VAR) read $VAR when not given. Exit codes: 0 ok,
+1 failed, 2 bad arguments, 3 unreachable, 4 precondition, 5 no such member,
+6 last voter, 7 conflict, 8 permission denied, 9 timeout, 10 node removed,
+130 interrupted ('endpoint health': 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -56,10 +60,34 @@ Start a local three-node cluster on an embedded NATS server:
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", envOr("RAFTBUS_LOG_LEVEL", "info"), "log level: debug, info, warn, error ($RAFTBUS_LOG_LEVEL)")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", envOr("RAFTBUS_LOG_FORMAT", "text"), "log format: text or json ($RAFTBUS_LOG_FORMAT)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageErr(err) })
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error { return applyEnv(cmd) }
+	root.Version = versionLine(readVersion())
+	root.SetVersionTemplate(`{{.Version}}` + "\n")
 	for _, add := range commands {
 		root.AddCommand(add(g))
 	}
+	strictGroups(root)
 	return root
+}
+
+// strictGroups makes every command that only groups subcommands (member,
+// endpoint, ...) refuse an unknown subcommand with ExitUsage, as the root
+// does, instead of printing its help and exiting 0; without arguments it
+// prints its help.
+func strictGroups(cmd *cobra.Command) {
+	for _, c := range cmd.Commands() {
+		strictGroups(c)
+	}
+	if !cmd.HasSubCommands() || cmd.Runnable() || cmd == cmd.Root() {
+		return
+	}
+	cmd.Args = func(c *cobra.Command, args []string) error {
+		if len(args) > 0 {
+			return usageErr(fmt.Errorf("unknown command %q for %q", args[0], c.CommandPath()))
+		}
+		return nil
+	}
+	cmd.RunE = func(c *cobra.Command, _ []string) error { return c.Help() }
 }
 
 // commands are the subcommand constructors; each file registers its own.
@@ -71,7 +99,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := newRoot(stdout, stderr)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
-	if err != nil {
+	// Cobra reports an unknown command (and a missing argument of the root)
+	// as a plain error; it is a usage error like an unknown flag.
+	if err != nil && codeOf(err) == ExitError && strings.HasPrefix(err.Error(), "unknown command ") {
+		err = usageErr(err)
+	}
+	if err != nil && !errors.Is(err, errSilent) {
 		fmt.Fprintf(stderr, "Error: %v\n", err)
 	}
 	return codeOf(err)

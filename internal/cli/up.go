@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -12,6 +15,7 @@ import (
 
 	"github.com/google/uuid"
 	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
 	"github.com/raftbus/raftbus/datadir"
@@ -40,14 +44,20 @@ func newUpCmd(g *globals) *cobra.Command {
 nodes in this process, print each node's HTTP address, and run until Ctrl-C.
 
 Without --data the cluster lives in a temporary directory removed on exit;
-with --data it is kept, and the next 'raftbus up --data DIR' resumes it.
+with --data it is kept, and the next 'raftbus up --data DIR' resumes it (a
+first run that failed is retried the same way). DIR is locked before
+anything starts.
+
+The nodes' and the NATS server's logs go to DIR/raftbus.log (at info, or at
+--log-level); stderr shows only warnings and errors, or --log-level when it
+is given.
 
 The embedded server is secured like a production one: every node connects
 as its own nkey user with the permissions 'raftbus nats-config' generates,
 and an admin nkey (written to DIR/admin.nk) is printed for 'raftbus member'.
 --insecure runs it open instead: anyone who reaches it can act as any node.`,
 		Args: exactArgs(0),
-		RunE: func(cmd *cobra.Command, _ []string) error { return runUp(cmd.Context(), g, f) },
+		RunE: func(cmd *cobra.Command, _ []string) error { return runUp(cmd, g, f) },
 	}
 	fs := cmd.Flags()
 	fs.IntVar(&f.nodes, "nodes", 3, "number of nodes (1 to 7)")
@@ -73,11 +83,8 @@ func (f *upFlags) validate() error {
 	return nil
 }
 
-func runUp(ctx context.Context, g *globals, f *upFlags) error {
-	log, err := g.logger()
-	if err != nil {
-		return err
-	}
+func runUp(cmd *cobra.Command, g *globals, f *upFlags) (err error) {
+	ctx := cmd.Context()
 	if err := f.validate(); err != nil {
 		return usageErr(err)
 	}
@@ -89,6 +96,28 @@ func runUp(ctx context.Context, g *globals, f *upFlags) error {
 		}
 		defer os.RemoveAll(dir)
 	}
+	// The directory is locked before anything starts: a second 'up' on it
+	// must not start a second NATS server on the same JetStream store.
+	unlock, err := lockUpDir(dir)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = unlock() }()
+	logPath := filepath.Join(dir, upLogFile)
+	log, closeLog, err := upLogger(cmd, g, logPath)
+	if err != nil {
+		return err
+	}
+	defer closeLog()
+	defer func() {
+		switch {
+		case err == nil || codeOf(err) == ExitUsage:
+		case errors.Is(err, context.Canceled):
+			err = withCode(ExitInterrupted, errors.New("interrupted before the cluster was up"))
+		default:
+			err = fmt.Errorf("%w (node and NATS logs: %s)", err, logPath)
+		}
+	}()
 	step := func(format string, args ...any) func(error) {
 		fmt.Fprintf(out, "• "+format+" ... ", args...)
 		return func(err error) {
@@ -100,9 +129,15 @@ func runUp(ctx context.Context, g *globals, f *upFlags) error {
 		}
 	}
 
-	idents, bootstrap, err := upIdentities(dir, f.nodes)
+	idents, bootstrap, how, err := upIdentities(dir, f.nodes)
 	if err != nil {
 		return err
+	}
+	switch how {
+	case upResumed:
+		fmt.Fprintf(out, "resumed cluster %s from %s\n", idents[0].ClusterID, dir)
+	case upRetried:
+		fmt.Fprintf(out, "retrying the first start of cluster %s in %s\n", idents[0].ClusterID, dir)
 	}
 	var auth *upAuth
 	if !f.insecure {
@@ -111,7 +146,7 @@ func runUp(ctx context.Context, g *globals, f *upFlags) error {
 		}
 	}
 	done := step("starting embedded NATS server with JetStream")
-	ns, err := startEmbeddedNATS(filepath.Join(dir, "nats"), f.natsPort, auth)
+	ns, err := startEmbeddedNATS(filepath.Join(dir, "nats"), f.natsPort, auth, log)
 	done(err)
 	if err != nil {
 		return err
@@ -122,21 +157,34 @@ func runUp(ctx context.Context, g *globals, f *upFlags) error {
 	} else {
 		fmt.Fprintf(out, "  NATS: %s (secured: one nkey user per node; the CLI authenticates with --nkey %s)\n", ns.ClientURL(), auth.adminSeed)
 	}
-	connFlags := natsFlags{server: ns.ClientURL(), timeout: 5 * time.Second}
+	// The embedded server is the only one: no nats context applies.
+	connFlags := natsFlags{server: ns.ClientURL(), timeout: 5 * time.Second, contextDone: true}
 	var servers []*server.Server
+	var conns []*nats.Conn
+	// Nodes stop before their connections close, or they log the closed
+	// connection as a failure.
 	defer func() {
 		for _, s := range servers {
-			s.Stop()
+			s.Halt()
+		}
+		for _, nc := range conns {
+			nc.Close()
 		}
 	}()
+	// An open server is what --insecure asked for: the node's warning
+	// about it goes to the log file only.
+	connLog := log
+	if f.insecure {
+		connLog = slog.New(dropBelow(log.Handler(), slog.LevelError))
+	}
 	for i, id := range idents {
 		done := step("starting node %s (raft ID %s)", id.Name, node.HexID(id.RaftID))
-		nc, err := connectNode(&connFlags, "raftbus-up-"+id.Name, filepath.Join(dir, id.Name), id, log)
+		nc, err := connectNode(&connFlags, "raftbus-up-"+id.Name, filepath.Join(dir, id.Name), id, connLog)
 		if err != nil {
 			done(err)
 			return err
 		}
-		defer nc.Close()
+		conns = append(conns, nc)
 		listen := "127.0.0.1:0"
 		if f.httpPort != 0 {
 			listen = fmt.Sprintf("127.0.0.1:%d", f.httpPort+i)
@@ -147,7 +195,7 @@ func runUp(ctx context.Context, g *globals, f *upFlags) error {
 		})
 		done(err)
 		if err != nil {
-			return err
+			return fmt.Errorf("node %s: %w", id.Name, err)
 		}
 		servers = append(servers, s)
 	}
@@ -161,13 +209,26 @@ func runUp(ctx context.Context, g *globals, f *upFlags) error {
 	printUpSummary(out, idents[0].ClusterID, servers, lead)
 	if auth != nil {
 		fmt.Fprintf(out, "  raftbus member list -s %s --nkey %s --cluster %s\n", ns.ClientURL(), auth.adminSeed, idents[0].ClusterID)
+		fmt.Fprintf(out, "  raftbus endpoint health -s %s --nkey %s --cluster %s\n", ns.ClientURL(), auth.adminSeed, idents[0].ClusterID)
+	} else {
+		fmt.Fprintf(out, "  raftbus endpoint health -s %s --cluster %s\n", ns.ClientURL(), idents[0].ClusterID)
 	}
-	fmt.Fprintf(out, "\nPress Ctrl-C to stop.\n")
+	fmt.Fprintf(out, "\nLogs: %s\nPress Ctrl-C to stop.\n", logPath)
 
+	var stopped error
 	select {
 	case <-ctx.Done():
 	case <-anyDone(servers):
-		log.Error("a node stopped unexpectedly; shutting the cluster down")
+		for _, s := range servers {
+			if e := s.Node().Err(); e != nil {
+				stopped = fmt.Errorf("node %s stopped: %w", s.Identity().Name, e)
+				break
+			}
+		}
+		if stopped == nil {
+			stopped = errors.New("a node stopped unexpectedly")
+		}
+		log.Error("shutting the cluster down", "cause", stopped)
 	}
 	fmt.Fprintln(out, "\nstopping ...")
 	// The whole cluster stops: handing leadership around first is pointless.
@@ -179,12 +240,41 @@ func runUp(ctx context.Context, g *globals, f *upFlags) error {
 	wg.Wait()
 	servers = nil
 	fmt.Fprintln(out, "stopped")
-	return nil
+	return stopped
 }
+
+// lockUpDir locks the cluster directory of 'raftbus up', saying plainly
+// when --data is a file, is not writable, or is in use.
+func lockUpDir(dir string) (func() error, error) {
+	if st, err := os.Stat(dir); err == nil && !st.IsDir() {
+		return nil, usageErr(fmt.Errorf("--data %s is a file, not a directory", dir))
+	}
+	unlock, err := datadir.Lock(dir)
+	switch {
+	case errors.Is(err, datadir.ErrLocked):
+		return nil, withCode(ExitPrecondition, fmt.Errorf("%w: is another 'raftbus up --data %s' running?", err, dir))
+	case errors.Is(err, fs.ErrPermission):
+		return nil, fmt.Errorf("--data %s is not writable: %w", dir, err)
+	case err != nil:
+		return nil, fmt.Errorf("--data %s: %w", dir, err)
+	}
+	return unlock, nil
+}
+
+// How 'raftbus up' found its directory.
+const (
+	upCreated = iota // a new cluster
+	upResumed        // a cluster that had started before
+	upRetried        // a cluster whose first start failed: it bootstraps again
+)
 
 // upIdentities loads the nodes of a kept cluster, or creates new ones when
 // dir holds none. A partial cluster, or one of another size, is refused.
-func upIdentities(dir string, n int) ([]*datadir.Identity, []node.Member, error) {
+// The bootstrap members are returned for a new cluster, and again while
+// any node's first start has not succeeded (its FIRST_START record says it
+// bootstraps and it has no STARTED record): a failed first 'up' is retried
+// by running it again. Nodes that did start ignore them.
+func upIdentities(dir string, n int) ([]*datadir.Identity, []node.Member, int, error) {
 	nodeDir := func(i int) string { return filepath.Join(dir, fmt.Sprintf("n%d", i)) }
 	idents := make([]*datadir.Identity, n)
 	existing := 0
@@ -195,36 +285,63 @@ func upIdentities(dir string, n int) ([]*datadir.Identity, []node.Member, error)
 			idents[i] = id
 			existing++
 		case !errors.Is(err, datadir.ErrNoIdentity):
-			return nil, nil, err
+			return nil, nil, 0, err
 		}
 	}
 	if _, err := datadir.Load(nodeDir(n + 1)); err == nil || (existing > 0 && existing < n) {
-		return nil, nil, withCode(ExitPrecondition, fmt.Errorf("%s holds a cluster of another size than --nodes %d", dir, n))
+		return nil, nil, 0, withCode(ExitPrecondition, fmt.Errorf("%s holds a cluster of another size than --nodes %d", dir, n))
 	}
 	if existing == n {
-		for _, id := range idents[1:] {
+		retry := false
+		for i, id := range idents {
 			if id.ClusterID != idents[0].ClusterID {
-				return nil, nil, withCode(ExitPrecondition, fmt.Errorf("%s mixes nodes of clusters %s and %s", dir, idents[0].ClusterID, id.ClusterID))
+				return nil, nil, 0, withCode(ExitPrecondition, fmt.Errorf("%s mixes nodes of clusters %s and %s", dir, idents[0].ClusterID, id.ClusterID))
+			}
+			if _, err := datadir.LoadStarted(nodeDir(i + 1)); !errors.Is(err, datadir.ErrNotStarted) {
+				continue
+			}
+			if rec, err := datadir.LoadFirstStart(nodeDir(i + 1)); err == nil && rec.How == datadir.FirstStartBootstrap {
+				retry = true
 			}
 		}
-		return idents, nil, nil
+		if !retry {
+			return idents, nil, upResumed, nil
+		}
+		return idents, upMembers(idents), upRetried, nil
 	}
 	cluster := uuid.New()
-	bootstrap := make([]node.Member, n)
 	for i := range idents {
-		id, err := datadir.Create(nodeDir(i+1), datadir.Identity{ClusterID: cluster, RaftID: uint64(i + 1), Name: fmt.Sprintf("n%d", i+1)})
+		d := nodeDir(i + 1)
+		id, err := datadir.Create(d, datadir.Identity{ClusterID: cluster, RaftID: uint64(i + 1), Name: fmt.Sprintf("n%d", i+1)})
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, 0, err
+		}
+		if err := datadir.RecordFirstStart(d, id, datadir.FirstStartBootstrap); err != nil {
+			return nil, nil, 0, err
 		}
 		idents[i] = id
-		bootstrap[i] = node.Member{ID: id.RaftID, Name: id.Name, Incarnation: id.Incarnation, PublicKey: id.PublicKey}
 	}
-	return idents, bootstrap, nil
+	return idents, upMembers(idents), upCreated, nil
 }
 
-func startEmbeddedNATS(storeDir string, port int, auth *upAuth) (*natsserver.Server, error) {
+func upMembers(idents []*datadir.Identity) []node.Member {
+	ms := make([]node.Member, len(idents))
+	for i, id := range idents {
+		ms[i] = node.Member{ID: id.RaftID, Name: id.Name, Incarnation: id.Incarnation, PublicKey: id.PublicKey}
+	}
+	return ms
+}
+
+func startEmbeddedNATS(storeDir string, port int, auth *upAuth, log *slog.Logger) (*natsserver.Server, error) {
 	if port == 0 {
 		port = -1
+	} else {
+		// Said now and plainly, rather than as a server that never starts.
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			return nil, fmt.Errorf("--nats-port %d: %w", port, err)
+		}
+		_ = ln.Close()
 	}
 	opts := &natsserver.Options{
 		ServerName: "raftbus-up", Host: "127.0.0.1", Port: port, NoLog: true, NoSigs: true,
@@ -237,12 +354,41 @@ func startEmbeddedNATS(storeDir string, port int, auth *upAuth) (*natsserver.Ser
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS server: %w", err)
 	}
+	nl := &natsLogger{log: log}
+	ns.SetLoggerV2(nl, false, false, false)
 	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		ns.Shutdown()
-		return nil, fmt.Errorf("embedded NATS server did not start on port %d within 10s", port)
+	deadline := time.Now().Add(10 * time.Second)
+	for !ns.ReadyForConnections(50 * time.Millisecond) {
+		if msg := nl.firstError(); msg != "" {
+			ns.Shutdown()
+			return nil, fmt.Errorf("embedded NATS server: %s", msg)
+		}
+		if time.Now().After(deadline) {
+			ns.Shutdown()
+			return nil, fmt.Errorf("embedded NATS server did not start on port %d within 10s", port)
+		}
 	}
 	return ns, nil
+}
+
+// dropBelow filters out records below min.
+func dropBelow(h slog.Handler, min slog.Level) slog.Handler { return levelFilter{h, min} }
+
+type levelFilter struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (l levelFilter) Enabled(ctx context.Context, lv slog.Level) bool {
+	return lv >= l.min && l.Handler.Enabled(ctx, lv)
+}
+
+func (l levelFilter) WithAttrs(as []slog.Attr) slog.Handler {
+	return levelFilter{l.Handler.WithAttrs(as), l.min}
+}
+
+func (l levelFilter) WithGroup(name string) slog.Handler {
+	return levelFilter{l.Handler.WithGroup(name), l.min}
 }
 
 func waitLeader(ctx context.Context, servers []*server.Server, timeout time.Duration) (*server.Server, error) {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/raftbus/raftbus/bus"
 	"github.com/raftbus/raftbus/bus/internal/counters"
+	"github.com/raftbus/raftbus/internal/wire"
 )
 
 // maxCachedSubjects bounds the parsed-subject cache. A cluster has a handful
@@ -75,7 +76,7 @@ func (h *Handler) Frame(subject string, frame []byte) {
 		return
 	}
 	h.cur, h.delivered = p, 0
-	if err := bus.DecodeFrame(frame, h.deliverFn); err != nil {
+	if err := wire.DecodeFrame(frame, h.deliverFn); err != nil {
 		h.Dropped(p.src, bus.DropBadFrame, 1, subject)
 		return
 	}
@@ -102,7 +103,7 @@ func (h *Handler) parse(subject string) parsed {
 		return p
 	}
 	var p parsed
-	cluster, dst, src, kind, err := bus.ParseSubject(h.prefix, subject)
+	cluster, dst, src, kind, err := wire.ParseSubject(h.prefix, subject)
 	if err == nil && cluster == h.cluster && dst == h.self {
 		p = parsed{src: src, kind: kind, ok: true}
 	}

@@ -1,6 +1,6 @@
 // Package outq is the send side shared by every raftbus bus: one bounded
 // queue per destination incarnation and one sender goroutine per queue that
-// coalesces queued payloads of one kind into frames (bus.AppendFrame) and
+// coalesces queued payloads of one kind into frames (wire.AppendFrame) and
 // hands each frame to the bus's publish function.
 //
 // Contract:

@@ -10,13 +10,14 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/raftbus/raftbus/bus"
+	"github.com/raftbus/raftbus/internal/wire"
 )
 
 // Frame is one coalesced frame handed to a PublishFunc.
 type Frame struct {
 	To       uuid.UUID
 	Kind     bus.Kind
-	Subject  string // bus.Subject for To and Kind, built once per sender
+	Subject  string // wire.Subject for To and Kind, built once per sender
 	Data     []byte // the encoded frame; valid only until PublishFunc returns
 	Payloads int    // number of payloads in Data
 }
@@ -82,7 +83,7 @@ func New(cfg Config) *Queues {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Queues{
 		cfg:        cfg,
-		maxPayload: bus.MaxPayload(cfg.MaxFrameBytes),
+		maxPayload: wire.MaxPayload(cfg.MaxFrameBytes),
 		ctx:        ctx,
 		cancel:     cancel,
 		dests:      make(map[uuid.UUID]*queue),
@@ -93,10 +94,10 @@ func New(cfg Config) *Queues {
 // error is one of bus.ErrTooLarge, bus.ErrQueueFull, bus.ErrClosed (all
 // returned as is) or wraps bus.ErrInvalidToken.
 func (qs *Queues) Enqueue(to uuid.UUID, kind bus.Kind, data []byte) error {
-	if err := bus.ValidateID(to); err != nil {
+	if err := wire.ValidateID(to); err != nil {
 		return fmt.Errorf("destination: %w", err)
 	}
-	if err := bus.ValidateKind(kind); err != nil {
+	if err := wire.ValidateKind(kind); err != nil {
 		return err
 	}
 	if len(data) > qs.maxPayload {

@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/raftbus/raftbus/bus"
+	"github.com/raftbus/raftbus/internal/wire"
 )
 
 // recorder is a PublishFunc that decodes and records frames. While gate is
@@ -44,7 +45,7 @@ func (r *recorder) publish(ctx context.Context, f *Frame) {
 		}
 	}
 	rec := recorded{kind: f.Kind, subject: f.Subject, size: len(f.Data)}
-	if err := bus.DecodeFrame(f.Data, func(p []byte) { rec.payloads = append(rec.payloads, string(p)) }); err != nil {
+	if err := wire.DecodeFrame(f.Data, func(p []byte) { rec.payloads = append(rec.payloads, string(p)) }); err != nil {
 		panic(err)
 	}
 	if len(rec.payloads) != f.Payloads {
@@ -132,7 +133,7 @@ func TestFramesRespectMaxFrameBytes(t *testing.T) {
 	qs := newQueues(r, maxFrame)
 	defer qs.Close()
 	to := uuid.New()
-	max := bus.MaxPayload(maxFrame)
+	max := wire.MaxPayload(maxFrame)
 	if err := qs.Enqueue(to, bus.KindMsg, make([]byte, max+1)); err != bus.ErrTooLarge {
 		t.Fatalf("payload of %d bytes: %v, want ErrTooLarge", max+1, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/raftbus/raftbus/bus"
+	"github.com/raftbus/raftbus/internal/wire"
 )
 
 // sender is the state private to one destination's sender goroutine. Its
@@ -98,11 +99,11 @@ func (qs *Queues) sendBatch(q *queue, s *sender, batch []item) bool {
 			return false
 		}
 		kind := batch[i].kind
-		size, bytes := bus.FrameOverhead, 0
+		size, bytes := wire.FrameOverhead, 0
 		s.payloads = s.payloads[:0]
 		j := i
 		for ; j < len(batch) && batch[j].kind == kind; j++ {
-			n := bus.FrameSize(len(batch[j].data))
+			n := wire.FrameSize(len(batch[j].data))
 			if len(s.payloads) > 0 && size+n > qs.cfg.MaxFrameBytes {
 				break
 			}
@@ -110,7 +111,7 @@ func (qs *Queues) sendBatch(q *queue, s *sender, batch []item) bool {
 			bytes += len(batch[j].data)
 			s.payloads = append(s.payloads, batch[j].data)
 		}
-		s.frame = bus.AppendFrame(s.frame[:0], s.payloads)
+		s.frame = wire.AppendFrame(s.frame[:0], s.payloads)
 		clear(s.payloads)
 		s.out.Kind = kind
 		s.out.Subject = s.subject(qs, q, kind)

@@ -1,4 +1,4 @@
-package bus
+package wire
 
 import (
 	"encoding/binary"
@@ -22,7 +22,7 @@ const (
 )
 
 // ErrBadFrame is wrapped by DecodeFrame errors.
-var ErrBadFrame = errors.New("bus: malformed frame")
+var ErrBadFrame = errors.New("wire: malformed frame")
 
 // MaxPayload returns the largest payload a bus whose frames are limited to
 // maxFrameBytes accepts: the payload alone must fit a frame, counting the
@@ -37,16 +37,7 @@ func MaxPayload(maxFrameBytes int) int {
 
 // FrameSize returns how many bytes a payload of length n adds to a frame.
 func FrameSize(n int) int {
-	return uvarintLen(uint64(n)) + n
-}
-
-func uvarintLen(x uint64) int {
-	n := 1
-	for x >= 0x80 {
-		x >>= 7
-		n++
-	}
-	return n
+	return UvarintLen(uint64(n)) + n
 }
 
 // AppendFrame appends a frame holding payloads to dst and returns it.

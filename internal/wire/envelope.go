@@ -1,4 +1,4 @@
-package raftbridge
+package wire
 
 import (
 	"encoding/binary"
@@ -39,10 +39,10 @@ var (
 	// ErrMalformed is wrapped by every decoding error other than an
 	// unsupported version: truncation, bad magic, lengths or counts that do
 	// not fit, trailing bytes, protobuf errors.
-	ErrMalformed = errors.New("raftbridge: malformed envelope")
+	ErrMalformed = errors.New("wire: malformed envelope")
 	// ErrVersion is wrapped when the envelope's version is outside
 	// [MinVersion, MaxVersion].
-	ErrVersion = errors.New("raftbridge: unsupported envelope version")
+	ErrVersion = errors.New("wire: unsupported envelope version")
 )
 
 // EnvelopeKind says what the body of an envelope holds.
@@ -103,11 +103,13 @@ type Envelope struct {
 // precedes marshalling, so every message is measured once.
 var marshalOpts = proto.MarshalOptions{UseCachedSize: true}
 
-// unmarshalOpts: unknown fields are of no use to this raft version, and a
-// Raft message is never nested deeply on the wire.
-var unmarshalOpts = proto.UnmarshalOptions{DiscardUnknown: true, RecursionLimit: 32}
+// UnmarshalOpts decodes Raft messages: unknown fields are of no use to this
+// raft version, and a Raft message is never nested deeply on the wire.
+var UnmarshalOpts = proto.UnmarshalOptions{DiscardUnknown: true, RecursionLimit: 32}
 
-func appendHeader(dst []byte, h *Header) []byte {
+// AppendHeader appends the fixed header of version MaxVersion to dst;
+// h.Version is ignored. The snapshot chunk and ack bodies follow it.
+func AppendHeader(dst []byte, h *Header) []byte {
 	dst = append(dst, magic0, magic1, MaxVersion, byte(h.Kind))
 	dst = append(dst, h.Cluster[:]...)
 	dst = binary.BigEndian.AppendUint64(dst, h.From.ID)
@@ -121,37 +123,38 @@ func appendHeader(dst []byte, h *Header) []byte {
 // side effect it caches each message's protobuf size, which AppendEnvelope
 // then reuses; the messages must not change in between.
 func EnvelopeSize(msgs []*raftpb.Message) int {
-	n := HeaderSize + uvarintLen(uint64(len(msgs)))
+	n := HeaderSize + UvarintLen(uint64(len(msgs)))
 	for _, m := range msgs {
-		n += framedSize(proto.Size(m))
+		n += FramedSize(proto.Size(m))
 	}
 	return n
 }
 
-func framedSize(n int) int { return uvarintLen(uint64(n)) + n }
+// FramedSize is the size of a message of n bytes with its length prefix.
+func FramedSize(n int) int { return UvarintLen(uint64(n)) + n }
 
 // AppendEnvelope appends an envelope of kind EnvelopeMessages holding msgs
 // to dst and returns the extended slice. h.Kind and h.Version are ignored.
 // Each message is marshalled straight into dst (no intermediate slices), so
 // with a dst of sufficient capacity encoding does not allocate.
 func AppendEnvelope(dst []byte, h *Header, msgs []*raftpb.Message) ([]byte, error) {
-	return appendEnvelopeSized(dst, h, msgs, nil)
+	return AppendEnvelopeSized(dst, h, msgs, nil)
 }
 
-// appendEnvelopeSized is AppendEnvelope for a caller that already measured
+// AppendEnvelopeSized is AppendEnvelope for a caller that already measured
 // the messages: sizes[i] is proto.Size(msgs[i]), computed after the last
 // change to the message. With sizes nil each message is measured here.
-func appendEnvelopeSized(dst []byte, h *Header, msgs []*raftpb.Message, sizes []int) ([]byte, error) {
+func AppendEnvelopeSized(dst []byte, h *Header, msgs []*raftpb.Message, sizes []int) ([]byte, error) {
 	if len(msgs) == 0 || len(msgs) > MaxMessagesPerEnvelope {
-		return dst, fmt.Errorf("raftbridge: an envelope holds 1 to %d messages, not %d", MaxMessagesPerEnvelope, len(msgs))
+		return dst, fmt.Errorf("wire: an envelope holds 1 to %d messages, not %d", MaxMessagesPerEnvelope, len(msgs))
 	}
 	hdr := *h
 	hdr.Kind = EnvelopeMessages
-	dst = appendHeader(dst, &hdr)
+	dst = AppendHeader(dst, &hdr)
 	dst = binary.AppendUvarint(dst, uint64(len(msgs)))
 	for i, m := range msgs {
 		if m == nil {
-			return dst, fmt.Errorf("raftbridge: message %d of the batch is nil", i)
+			return dst, fmt.Errorf("wire: message %d of the batch is nil", i)
 		}
 		var size int
 		if sizes != nil {
@@ -163,13 +166,13 @@ func appendEnvelopeSized(dst []byte, h *Header, msgs []*raftpb.Message, sizes []
 		start := len(dst)
 		var err error
 		if dst, err = marshalOpts.MarshalAppend(dst, m); err != nil {
-			return dst, fmt.Errorf("raftbridge: marshal %s to %x: %w", m.GetType(), m.GetTo(), err)
+			return dst, fmt.Errorf("wire: marshal %s to %x: %w", m.GetType(), m.GetTo(), err)
 		}
 		if len(dst)-start != size {
 			// Only possible if the message changed after it was measured,
 			// which the raft loop contract forbids; refuse rather than send
 			// a frame whose length prefix lies.
-			return dst, fmt.Errorf("raftbridge: %s to %x changed while it was marshalled", m.GetType(), m.GetTo())
+			return dst, fmt.Errorf("wire: %s to %x changed while it was marshalled", m.GetType(), m.GetTo())
 		}
 	}
 	return dst, nil
@@ -217,15 +220,17 @@ func DecodeEnvelope(b []byte) (*Envelope, error) {
 	if h.Kind != EnvelopeMessages {
 		return nil, fmt.Errorf("%w: envelope kind %s where messages were expected", ErrMalformed, h.Kind)
 	}
-	msgs, err := decodeMessages(body)
+	msgs, err := DecodeMessages(body)
 	if err != nil {
 		return nil, err
 	}
 	return &Envelope{Header: h, Messages: msgs}, nil
 }
 
-func decodeMessages(body []byte) ([]*raftpb.Message, error) {
-	count, k := readUvarint(body)
+// DecodeMessages decodes the body of a messages envelope (what follows the
+// header), checking every count and length before it allocates.
+func DecodeMessages(body []byte) ([]*raftpb.Message, error) {
+	count, k := ReadUvarint(body)
 	if k <= 0 {
 		return nil, fmt.Errorf("%w: bad message count", ErrMalformed)
 	}
@@ -239,7 +244,7 @@ func decodeMessages(body []byte) ([]*raftpb.Message, error) {
 	// nothing (etcd#5386: never trust a length before checking it).
 	scan := rest
 	for i := uint64(0); i < count; i++ {
-		n, k := readUvarint(scan)
+		n, k := ReadUvarint(scan)
 		if k <= 0 || n > uint64(len(scan)-k) {
 			return nil, fmt.Errorf("%w: message %d of %d is truncated", ErrMalformed, i+1, count)
 		}
@@ -250,9 +255,9 @@ func decodeMessages(body []byte) ([]*raftpb.Message, error) {
 	}
 	msgs := make([]*raftpb.Message, count)
 	for i := range msgs {
-		n, k := readUvarint(rest)
+		n, k := ReadUvarint(rest)
 		m := new(raftpb.Message)
-		if err := unmarshalOpts.Unmarshal(rest[k:k+int(n)], m); err != nil {
+		if err := UnmarshalOpts.Unmarshal(rest[k:k+int(n)], m); err != nil {
 			return nil, fmt.Errorf("%w: message %d of %d: %v", ErrMalformed, i+1, count, err)
 		}
 		msgs[i] = m
@@ -261,18 +266,19 @@ func decodeMessages(body []byte) ([]*raftpb.Message, error) {
 	return msgs, nil
 }
 
-// readUvarint is binary.Uvarint that also refuses non-minimal encodings,
+// ReadUvarint is binary.Uvarint that also refuses non-minimal encodings,
 // so that every value has exactly one encoding on the wire (k <= 0 on any
 // error).
-func readUvarint(b []byte) (uint64, int) {
+func ReadUvarint(b []byte) (uint64, int) {
 	n, k := binary.Uvarint(b)
-	if k > 0 && k != uvarintLen(n) {
+	if k > 0 && k != UvarintLen(n) {
 		return 0, 0
 	}
 	return n, k
 }
 
-func uvarintLen(x uint64) int {
+// UvarintLen is the length of x as a uvarint.
+func UvarintLen(x uint64) int {
 	n := 1
 	for x >= 0x80 {
 		x >>= 7
