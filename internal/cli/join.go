@@ -35,14 +35,9 @@ func awaitAdmission(ctx context.Context, g *globals, f *nodeFlags, nc *nats.Conn
 		return nil, err
 	}
 	cfg := membership.StreamConfig{JS: js, Prefix: f.prefix, Cluster: id.ClusterID, Incarnation: id.Incarnation, Signer: kp}
-	octx, cancel := context.WithTimeout(ctx, f.nats.timeout)
-	s, err := membership.OpenStream(octx, cfg)
-	cancel()
+	s, err := openStreamWaiting(ctx, g, f, cfg)
 	if err != nil {
-		if errors.Is(err, membership.ErrStreamMissing) {
-			return nil, withCode(ExitUnreachable, fmt.Errorf("cannot join: %w", err))
-		}
-		return nil, withCode(ExitUnreachable, err)
+		return nil, err
 	}
 	host, _ := os.Hostname()
 	a := membership.Announce{Incarnation: id.Incarnation, Name: id.Name, Protocol: membership.FormatVersion,
@@ -63,12 +58,19 @@ func awaitAdmission(ctx context.Context, g *globals, f *nodeFlags, nc *nats.Conn
 		d := membership.NewDirectory()
 		err := s.Watch(ctx, 1, func(r membership.Record) bool {
 			for _, c := range d.Add(r) {
-				if c.Member.Incarnation != id.Incarnation {
+				if c.Member.Incarnation != id.Incarnation && c.Op != membership.OpBaseline {
 					continue
 				}
 				switch c.Op {
 				case membership.OpAdd, membership.OpAddLearner:
 					admitted = c.Member.ID
+				case membership.OpBaseline:
+					// A repaired stream starts with the whole membership.
+					for _, m := range c.Members {
+						if m.Incarnation == id.Incarnation {
+							admitted = m.ID
+						}
+					}
 				case membership.OpRemove:
 					refused = fmt.Errorf("incarnation %s was removed from cluster %s; wipe %s to join again as a new incarnation", id.Incarnation, id.ClusterID, f.data)
 				}
@@ -95,4 +97,32 @@ func awaitAdmission(ctx context.Context, g *globals, f *nodeFlags, nc *nats.Conn
 	}
 	fmt.Fprintf(g.stdout, "added to cluster %s as member %s; starting\n", id.ClusterID, admitted)
 	return id, nil
+}
+
+// openStreamWaiting opens the cluster's membership stream. Nodes of a new
+// cluster are often started together (systemd, a script): a joiner that
+// comes up before the bootstrap node created the stream waits for it,
+// saying so once, instead of exiting.
+func openStreamWaiting(ctx context.Context, g *globals, f *nodeFlags, cfg membership.StreamConfig) (*membership.Stream, error) {
+	for said := false; ; {
+		octx, cancel := context.WithTimeout(ctx, f.nats.timeout)
+		s, err := membership.OpenStream(octx, cfg)
+		cancel()
+		switch {
+		case err == nil:
+			return s, nil
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		case !errors.Is(err, membership.ErrStreamMissing):
+			return nil, withCode(ExitUnreachable, err)
+		case !said:
+			fmt.Fprintf(g.stdout, "membership stream of cluster %s not found yet: waiting for the cluster's bootstrap node to create it (is --cluster right?)\n", cfg.Cluster)
+			said = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 }
