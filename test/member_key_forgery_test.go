@@ -88,7 +88,7 @@ func TestOneMembersKeyCannotRemoveAnother(t *testing.T) {
 		t.Fatal("the really removed member did not stop")
 	}
 	out, _, _ := runCLI(t, c.memberArgs("history")...)
-	if !strings.Contains(out, "REJECTED (unconfirmed)") {
-		t.Fatalf("history does not show the superseded forgery:\n%s", out)
+	if !strings.Contains(out, "REJECTED (unconfirmed)") || !strings.Contains(out, "UNCONFIRMED: remove") {
+		t.Fatalf("history does not show the superseded forgery and the one still waiting:\n%s", out)
 	}
 }

@@ -462,22 +462,33 @@ func memberHistory(ctx context.Context, g *globals, f *memberFlags) error {
 			Seq uint64 `json:"seq"`
 			membership.Record
 			Rejected *membership.RejectedRecord `json:"rejected,omitempty"`
+			// Unconfirmed: a committed record a majority of voters has
+			// not (yet) written; it has no effect.
+			Unconfirmed bool `json:"unconfirmed,omitempty"`
 		}
+		unconfirmed := d.Unconfirmed()
 		out := make([]row, len(recs))
 		for i, r := range recs {
 			out[i] = row{Seq: r.Seq, Record: r}
 			if rr, ok := d.RejectedAt(r.Seq); ok {
 				out[i].Rejected = &rr
 			}
+			_, out[i].Unconfirmed = unconfirmed[r.Seq]
 		}
 		return writeJSON(g.stdout, map[string]any{"records": out, "rejected": d.RejectedCounts()})
 	}
 	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SEQ\tTIME\tKIND\tDETAIL\tBY")
 	story := newHistoryStory()
+	unconfirmed := d.Unconfirmed()
 	for _, r := range recs {
 		if rr, ok := d.RejectedAt(r.Seq); ok {
 			fmt.Fprintf(tw, "%d\t%s\t%s\tREJECTED (%s): %s\t%s\n", r.Seq, r.Time.Format(time.RFC3339), r.Kind, rr.Reason, rr.Problem, r.Subject)
+			continue
+		}
+		if c, ok := unconfirmed[r.Seq]; ok {
+			fmt.Fprintf(tw, "%d\t%s\t%s\tUNCONFIRMED: %s at index %d is written by too few voters to take effect (a majority must write it)\t%s\n",
+				r.Seq, r.Time.Format(time.RFC3339), r.Kind, c.Op+" "+who(story.member(c.Member)), c.Index, story.signer(r))
 			continue
 		}
 		detail, by := story.describe(r)

@@ -18,11 +18,13 @@ type historyStory struct {
 	removed    map[uuid.UUID]membership.Member        // tombstoned incarnations
 	removedIDs map[membership.HexID]membership.Member
 	requests   map[string]membership.Request
+	committed  map[uint64]bool // indexes of changes already shown
 }
 
 func newHistoryStory() *historyStory {
 	return &historyStory{members: map[membership.HexID]membership.Member{}, removed: map[uuid.UUID]membership.Member{},
-		removedIDs: map[membership.HexID]membership.Member{}, requests: map[string]membership.Request{}}
+		removedIDs: map[membership.HexID]membership.Member{}, requests: map[string]membership.Request{},
+		committed: map[uint64]bool{}}
 }
 
 // who names a member: "0000000000000002 n2 (incarnation …)".
@@ -103,6 +105,12 @@ func (h *historyStory) describe(r membership.Record) (detail, by string) {
 	case membership.KindCommitted:
 		c := r.Committed
 		m := h.member(c.Member)
+		if h.committed[c.Index] {
+			// Every voter writes each change it applied; the change took
+			// effect with the first record shown.
+			return fmt.Sprintf("confirms index %d: %s %s", c.Index, c.Op, who(m)), h.signer(r)
+		}
+		h.committed[c.Index] = true
 		switch c.Op {
 		case membership.OpAdd, membership.OpAddLearner:
 			h.members[m.ID] = m
@@ -113,9 +121,21 @@ func (h *historyStory) describe(r membership.Record) (detail, by string) {
 				h.removed[m.Incarnation] = m
 			}
 		}
-		return fmt.Sprintf("committed at index %d: %s %s", c.Index, c.Op, who(m)), "raft"
+		return fmt.Sprintf("committed at index %d: %s %s", c.Index, c.Op, who(m)), h.signer(r)
 	}
 	return "", ""
+}
+
+// signer names the member that wrote r, by its incarnation.
+func (h *historyStory) signer(r membership.Record) string {
+	for _, known := range []map[membership.HexID]membership.Member{h.members, h.removedIDs} {
+		for _, m := range known {
+			if m.Incarnation == r.Source && r.Source != uuid.Nil {
+				return m.ID.String() + " " + m.Name
+			}
+		}
+	}
+	return "incarnation " + r.Source.String()
 }
 
 func trimOp(op string) string {
