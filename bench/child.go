@@ -28,6 +28,7 @@ import (
 	"github.com/raftbus/raftbus/internal/nodehook"
 	"github.com/raftbus/raftbus/kv"
 	"github.com/raftbus/raftbus/node"
+	"github.com/raftbus/raftbus/raftbridge"
 	"github.com/raftbus/raftbus/raftstore"
 )
 
@@ -276,7 +277,7 @@ func startNode(cfg childNodeConfig, peerLn net.Listener, embedded *natsserver.Se
 		SnapshotEntries: cfg.Node.SnapshotEntries,
 	}
 	for _, m := range cfg.Members {
-		nc.Peers = append(nc.Peers, node.Member{ID: m.ID, Name: m.Name, Incarnation: m.Incarnation})
+		nc.Peers = append(nc.Peers, node.Member{ID: raftbridge.ID(m.ID), Name: m.Name, Incarnation: m.Incarnation})
 	}
 	switch cfg.Transport {
 	case transportRaftbus, transportNATS3:

@@ -13,6 +13,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nkeys"
+
+	"github.com/raftbus/raftbus/raftbridge"
 )
 
 // FormatVersion is the identity file format written by this package. Load
@@ -91,7 +93,7 @@ func formatRaftID(id uint64) string {
 	if id == 0 {
 		return ""
 	}
-	return fmt.Sprintf("%016x", id)
+	return raftbridge.ID(id).String()
 }
 
 func formatCluster(id uuid.UUID) string {
@@ -162,9 +164,11 @@ func parseIdentity(path string, b []byte) (*Identity, error) {
 		if len(j.RaftID) != 16 {
 			return bad("raft_id %q is not 16 hex digits", j.RaftID)
 		}
-		if id.RaftID, err = strconv.ParseUint(j.RaftID, 16, 64); err != nil || id.RaftID == 0 {
+		rid, err := raftbridge.ParseID(j.RaftID)
+		if err != nil {
 			return bad("raft_id %q is not a non-zero hex ID", j.RaftID)
 		}
+		id.RaftID = uint64(rid)
 	}
 	if id.CreatedAt.IsZero() {
 		return bad("no created_at")

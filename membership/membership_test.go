@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/raftbus/raftbus/raftbridge"
 )
 
 // keyOf is a stand-in public key per incarnation: Directory compares keys,
@@ -91,7 +93,7 @@ func TestHexIDJSON(t *testing.T) {
 	if err := json.Unmarshal(b, &m); err != nil || m.ID != 0xabc {
 		t.Fatalf("%v %v", m.ID, err)
 	}
-	if _, err := ParseHexID("0"); err == nil {
+	if _, err := raftbridge.ParseID("0"); err == nil {
 		t.Fatal("0 accepted as a member ID")
 	}
 }

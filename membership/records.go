@@ -3,10 +3,11 @@ package membership
 import (
 	"encoding/json"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/raftbus/raftbus/raftbridge"
 )
 
 // FormatVersion is the version of the records this package writes. Readers
@@ -99,61 +100,13 @@ type Record struct {
 	Problem string `json:"-"`
 }
 
-// HexID is a 64-bit Raft ID that travels in JSON as a 16-digit hex string.
-type HexID uint64
+// HexID is a Raft ID, which travels in JSON as a 16-digit hex string
+// (raftbridge.ID: one formatter for every package).
+type HexID = raftbridge.ID
 
-// String formats the ID as 16 hex digits.
-func (h HexID) String() string { return fmt.Sprintf("%016x", uint64(h)) }
-
-// MarshalJSON writes the ID as a hex string ("" for 0).
-func (h HexID) MarshalJSON() ([]byte, error) {
-	if h == 0 {
-		return []byte(`""`), nil
-	}
-	return json.Marshal(h.String())
-}
-
-// UnmarshalJSON reads a hex string.
-func (h *HexID) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("raft ID: %w", err)
-	}
-	if s == "" {
-		*h = 0
-		return nil
-	}
-	v, err := strconv.ParseUint(s, 16, 64)
-	if err != nil {
-		return fmt.Errorf("raft ID %q is not hex", s)
-	}
-	*h = HexID(v)
-	return nil
-}
-
-// ParseHexID parses a Raft ID given in hex, as printed everywhere.
-func ParseHexID(s string) (HexID, error) {
-	v, err := strconv.ParseUint(s, 16, 64)
-	if err != nil || v == 0 {
-		return 0, fmt.Errorf("bad member ID %q: expecting a non-zero ID in hex", s)
-	}
-	return HexID(v), nil
-}
-
-// Member describes a member in records.
-type Member struct {
-	ID          HexID     `json:"id"`
-	Name        string    `json:"name,omitempty"`
-	Incarnation uuid.UUID `json:"incarnation"`
-	ClientURL   string    `json:"client_url,omitempty"`
-	Learner     bool      `json:"learner,omitempty"`
-	// PublicKey is the incarnation's nkey public key: records it writes
-	// are verified against it.
-	PublicKey string `json:"public_key,omitempty"`
-	// AutoPromote marks a learner the leader promotes by itself once it
-	// has caught up (cleared by the promotion).
-	AutoPromote bool `json:"auto_promote,omitempty"`
-}
+// Member describes a member in records: the one membership record of
+// raftbus (raftbridge.Member), the same the node replicates.
+type Member = raftbridge.Member
 
 // Announce says an incarnation came up.
 type Announce struct {

@@ -10,6 +10,8 @@ import (
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/raftbus/raftbus/raftbridge"
 )
 
 // Normal entries written by a node start with a one-byte tag. A proposal
@@ -229,7 +231,7 @@ func (n *Node) applyProposal(index uint64, p proposal) error {
 	memberAt := func(id uint64) bool { return n.members.memberAt(id, index) }
 	if err := n.sessions.admit(p.from, p.epoch, p.seq, memberAt); err != nil {
 		n.metrics.duplicates.Inc()
-		n.log.Debug("proposal not applied", "index", index, "proposer", HexID(p.from), "epoch", p.epoch, "seq", p.seq, "err", err)
+		n.log.Debug("proposal not applied", "index", index, "proposer", raftbridge.ID(p.from).String(), "epoch", p.epoch, "seq", p.seq, "err", err)
 		if own && errors.Is(err, errStaleSession) {
 			n.bumpEpoch(n.sessions.maxEpoch(n.cfg.ID) + 1)
 		}
@@ -295,7 +297,7 @@ func (n *Node) applyConfChange(e *raftpb.Entry) *raftpb.ConfState {
 		return cs
 	}
 	for _, ch := range cc.GetChanges() {
-		n.log.Info("membership change applied", "index", e.GetIndex(), "type", ch.GetType().String(), "member", HexID(ch.GetNodeId()))
+		n.log.Info("membership change applied", "index", e.GetIndex(), "type", ch.GetType().String(), "member", raftbridge.ID(ch.GetNodeId()).String())
 	}
 	cs := n.raft.ApplyConfChange(cc)
 	n.answerConf(ctx, e.GetIndex(), nil)

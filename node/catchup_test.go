@@ -106,7 +106,7 @@ func TestSnapshotDeferredWhileMembershipPrimedAhead(t *testing.T) {
 		t.Fatal(err)
 	}
 	n, leader := follower(t, st, newMapSM())
-	if err := n.members.decide(50, change(raftpb.ConfChangeAddNode, leader.ID), &confContext{Member: &leader}); err != nil {
+	if err := n.members.decide(50, change(raftpb.ConfChangeAddNode, uint64(leader.ID)), &confContext{Member: &leader}); err != nil {
 		t.Fatal(err)
 	}
 	err := n.snapshot(10, &raftpb.ConfState{Voters: []uint64{1}})

@@ -11,6 +11,8 @@ import (
 	"github.com/google/uuid"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/raftbus/raftbus/raftbridge"
 )
 
 // Membership change operations, as named in requests and in the history.
@@ -69,14 +71,14 @@ func (n *Node) Membership() MembershipState {
 		RemovedIncarnations: img.RemovedIncarnations, Requests: img.Requests, History: img.History,
 		Stream: img.Stream, DecidedSeq: img.DecidedSeq}
 	for _, s := range img.RemovedIDs {
-		id, _ := ParseHexID(s)
-		st.RemovedIDs = append(st.RemovedIDs, id)
+		id, _ := raftbridge.ParseID(s)
+		st.RemovedIDs = append(st.RemovedIDs, uint64(id))
 	}
-	maxID := uint64(0)
+	var maxID raftbridge.ID
 	if img.MaxID != "" {
-		maxID, _ = ParseHexID(img.MaxID)
+		maxID, _ = raftbridge.ParseID(img.MaxID)
 	}
-	st.NextID = maxID + 1
+	st.NextID = uint64(maxID) + 1
 	return st
 }
 
@@ -105,7 +107,7 @@ func (n *Node) ChangeMembership(ctx context.Context, c MembershipChange) (uint64
 		return 0, fmt.Errorf("%w: no raft ID", ErrInvalidChange)
 	}
 	if member != nil && member.Incarnation == uuid.Nil {
-		return 0, fmt.Errorf("%w: adding %s without an incarnation", ErrInvalidChange, HexID(m.ID))
+		return 0, fmt.Errorf("%w: adding %s without an incarnation", ErrInvalidChange, raftbridge.ID(m.ID).String())
 	}
 	if err := n.checkUsable(); err != nil {
 		return 0, err
@@ -117,7 +119,7 @@ func (n *Node) ChangeMembership(ctx context.Context, c MembershipChange) (uint64
 		return 0, err
 	}
 	cc := &raftpb.ConfChangeV2{
-		Changes: []*raftpb.ConfChangeSingle{{Type: t.Enum(), NodeId: proto.Uint64(m.ID)}},
+		Changes: []*raftpb.ConfChangeSingle{{Type: t.Enum(), NodeId: proto.Uint64(uint64(m.ID))}},
 		Context: cctx,
 	}
 	ch := n.props.register(req)
@@ -157,13 +159,13 @@ func (n *Node) AddMember(ctx context.Context, m Member) (uint64, error) {
 
 // PromoteMember turns learner id into a voter.
 func (n *Node) PromoteMember(ctx context.Context, id uint64) (uint64, error) {
-	return n.ChangeMembership(ctx, MembershipChange{Op: OpPromote, Member: Member{ID: id}})
+	return n.ChangeMembership(ctx, MembershipChange{Op: OpPromote, Member: Member{ID: raftbridge.ID(id)}})
 }
 
 // RemoveMember removes id; its Raft ID and incarnation are tombstoned
 // forever once the change is applied.
 func (n *Node) RemoveMember(ctx context.Context, id uint64) (uint64, error) {
-	return n.ChangeMembership(ctx, MembershipChange{Op: OpRemove, Member: Member{ID: id}})
+	return n.ChangeMembership(ctx, MembershipChange{Op: OpRemove, Member: Member{ID: raftbridge.ID(id)}})
 }
 
 // systemCommand is the JSON body of a system entry.

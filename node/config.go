@@ -116,14 +116,14 @@ func (c *Config) validate() error {
 		if p.ID == 0 || p.Incarnation == uuid.Nil {
 			errs = append(errs, fmt.Errorf("peer %q needs a raft ID and an incarnation", p.Name))
 		}
-		if seen[p.ID] {
-			errs = append(errs, fmt.Errorf("peer raft ID %x listed twice", p.ID))
+		if seen[uint64(p.ID)] {
+			errs = append(errs, fmt.Errorf("peer raft ID %s listed twice", p.ID))
 		}
-		seen[p.ID] = true
-		if p.ID == c.ID {
+		seen[uint64(p.ID)] = true
+		if uint64(p.ID) == c.ID {
 			self = true
 			if p.Incarnation != c.Incarnation {
-				errs = append(errs, fmt.Errorf("peer entry for this node (%x) names incarnation %s, but this node is %s", p.ID, p.Incarnation, c.Incarnation))
+				errs = append(errs, fmt.Errorf("peer entry for this node (%s) names incarnation %s, but this node is %s", p.ID, p.Incarnation, c.Incarnation))
 			}
 		}
 	}

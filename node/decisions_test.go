@@ -18,7 +18,7 @@ func TestDecisionsAreReplicatedFacts(t *testing.T) {
 	ms := newMembership()
 	a, b := newMember(t, 1), newMember(t, 2)
 	for i, m := range []Member{a, b} {
-		if err := ms.decide(uint64(i+1), change(raftpb.ConfChangeAddNode, m.ID), &confContext{Member: &m}); err != nil {
+		if err := ms.decide(uint64(i+1), change(raftpb.ConfChangeAddNode, uint64(m.ID)), &confContext{Member: &m}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+
+	"github.com/raftbus/raftbus/raftbridge"
 )
 
 // At-most-once application of proposals (the rules are in doc.go, "Proposal
@@ -53,7 +55,7 @@ type sessionTable map[uint64][]*session
 func (t sessionTable) admit(id, epoch, seq uint64, memberAt func(uint64) bool) error {
 	if !memberAt(id) {
 		delete(t, id)
-		return fmt.Errorf("%w: %s", errNotMember, HexID(id))
+		return fmt.Errorf("%w: %s", errNotMember, raftbridge.ID(id).String())
 	}
 	ss, known := t[id]
 	if !known {
@@ -71,7 +73,7 @@ func (t sessionTable) admit(id, epoch, seq uint64, memberAt func(uint64) bool) e
 		// unknown one is new; with the table full, one older than every kept
 		// session may have been forgotten and is refused.
 		if len(ss) >= sessionsPerID && i == 0 {
-			return fmt.Errorf("%w: %s epoch %d, oldest kept %d", errStaleSession, HexID(id), epoch, ss[0].Epoch)
+			return fmt.Errorf("%w: %s epoch %d, oldest kept %d", errStaleSession, raftbridge.ID(id).String(), epoch, ss[0].Epoch)
 		}
 		s := &session{Epoch: epoch, Hi: seq, Seen: make([]uint64, sessionWindow/64)}
 		s.Seen[0] = 1
@@ -162,7 +164,7 @@ func (t sessionTable) image() []sessionsImage {
 	out := make([]sessionsImage, 0, len(ids))
 	c := t.clone()
 	for _, id := range ids {
-		out = append(out, sessionsImage{ID: HexID(id), Sessions: c[id]})
+		out = append(out, sessionsImage{ID: raftbridge.ID(id).String(), Sessions: c[id]})
 	}
 	return out
 }
@@ -170,10 +172,11 @@ func (t sessionTable) image() []sessionsImage {
 func restoreSessions(img []sessionsImage) (sessionTable, error) {
 	t := sessionTable{}
 	for _, si := range img {
-		id, err := ParseHexID(si.ID)
+		rid, err := raftbridge.ParseID(si.ID)
 		if err != nil {
 			return nil, err
 		}
+		id := uint64(rid)
 		ss := slices.Clone(si.Sessions)
 		ss = slices.DeleteFunc(ss, func(s *session) bool { return s == nil })
 		slices.SortFunc(ss, func(a, b *session) int { return cmp.Compare(a.Epoch, b.Epoch) })

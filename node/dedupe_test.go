@@ -139,9 +139,9 @@ func TestReplayedProposalAppliedOnce(t *testing.T) {
 	// the table comes back from the snapshot.
 	m := l.m
 	l.node.Halt()
-	delete(h.nodes, m.ID)
+	delete(h.nodes, uint64(m.ID))
 	r := h.start(m, nil, l.st)
-	h.elect(m.ID)
+	h.elect(uint64(m.ID))
 	replay(r.node, r.sm, "restarted")
 	if c := r.sm.count(); c == 0 {
 		t.Fatal("restarted node applied nothing")

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/raftbus/raftbus/internal/nodehook"
+	"github.com/raftbus/raftbus/raftbridge"
 )
 
 // hookStorage is a MemoryStorage with hooks on the Ready loop's writes.
@@ -56,8 +57,8 @@ func follower(t *testing.T, st Storage, sm StateMachine) (*Node, Member) {
 // index whose membership is {leader, self}.
 func leaderSnapshot(t *testing.T, leader Member, selfID, index uint64, sm []byte) *raftpb.Message {
 	ms := newMembership()
-	for i, m := range []Member{leader, {ID: selfID, Incarnation: uuid.New()}} {
-		cc := change(raftpb.ConfChangeAddNode, m.ID)
+	for i, m := range []Member{leader, {ID: raftbridge.ID(selfID), Incarnation: uuid.New()}} {
+		cc := change(raftpb.ConfChangeAddNode, uint64(m.ID))
 		if err := ms.decide(uint64(i+1), cc, &confContext{Member: &m}); err != nil {
 			t.Fatal(err)
 		}
@@ -67,10 +68,10 @@ func leaderSnapshot(t *testing.T, leader Member, selfID, index uint64, sm []byte
 		t.Fatal(err)
 	}
 	return &raftpb.Message{
-		Type: raftpb.MsgSnap.Enum(), From: proto.Uint64(leader.ID), To: proto.Uint64(selfID), Term: proto.Uint64(1),
+		Type: raftpb.MsgSnap.Enum(), From: proto.Uint64(uint64(leader.ID)), To: proto.Uint64(selfID), Term: proto.Uint64(1),
 		Snapshot: &raftpb.Snapshot{Data: data, Metadata: &raftpb.SnapshotMetadata{
 			Index: proto.Uint64(index), Term: proto.Uint64(1),
-			ConfState: &raftpb.ConfState{Voters: []uint64{leader.ID, selfID}},
+			ConfState: &raftpb.ConfState{Voters: []uint64{uint64(leader.ID), selfID}},
 		}},
 	}
 }

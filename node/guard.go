@@ -7,6 +7,8 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 	"go.etcd.io/raft/v3/tracker"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/raftbus/raftbus/raftbridge"
 )
 
 // checkInbound refuses network messages that etcd raft (v3.7) would panic
@@ -46,14 +48,14 @@ func (n *Node) checkInbound(m *raftpb.Message) error {
 			return fmt.Errorf("node: read last index: %w", err)
 		}
 		if m.GetCommit() > last {
-			return fmt.Errorf("%w: heartbeat from %s commits %d beyond the last stored index %d", ErrInvalidMessage, HexID(m.GetFrom()), m.GetCommit(), last)
+			return fmt.Errorf("%w: heartbeat from %s commits %d beyond the last stored index %d", ErrInvalidMessage, raftbridge.ID(m.GetFrom()).String(), m.GetCommit(), last)
 		}
 	case raftpb.MsgApp:
 		prevTerm := m.GetLogTerm()
 		for i, e := range m.GetEntries() {
 			if e.GetIndex() != m.GetIndex()+uint64(i)+1 || e.GetTerm() < prevTerm || e.GetTerm() > m.GetTerm() {
 				return fmt.Errorf("%w: append from %s: entry %d (index %d, term %d) does not follow index %d, log term %d, term %d",
-					ErrInvalidMessage, HexID(m.GetFrom()), i, e.GetIndex(), e.GetTerm(), m.GetIndex(), m.GetLogTerm(), m.GetTerm())
+					ErrInvalidMessage, raftbridge.ID(m.GetFrom()).String(), i, e.GetIndex(), e.GetTerm(), m.GetIndex(), m.GetLogTerm(), m.GetTerm())
 			}
 			prevTerm = e.GetTerm()
 		}
@@ -61,7 +63,7 @@ func (n *Node) checkInbound(m *raftpb.Message) error {
 		return checkSnapshot(m)
 	case raftpb.MsgProp:
 		if len(m.GetEntries()) == 0 {
-			return fmt.Errorf("%w: empty proposal from %s", ErrInvalidMessage, HexID(m.GetFrom()))
+			return fmt.Errorf("%w: empty proposal from %s", ErrInvalidMessage, raftbridge.ID(m.GetFrom()).String())
 		}
 		for _, e := range m.GetEntries() {
 			var err error
@@ -72,7 +74,7 @@ func (n *Node) checkInbound(m *raftpb.Message) error {
 				err = proto.Unmarshal(e.GetData(), &raftpb.ConfChangeV2{})
 			}
 			if err != nil {
-				return fmt.Errorf("%w: proposal from %s carries an undecodable membership change: %v", ErrInvalidMessage, HexID(m.GetFrom()), err)
+				return fmt.Errorf("%w: proposal from %s carries an undecodable membership change: %v", ErrInvalidMessage, raftbridge.ID(m.GetFrom()).String(), err)
 			}
 		}
 	}
@@ -95,7 +97,7 @@ func checkSnapshot(m *raftpb.Message) error {
 		err = trk.ConfState().Equivalent(md.GetConfState())
 	}
 	if err != nil {
-		return fmt.Errorf("%w: snapshot from %s at %d has an impossible membership: %v", ErrInvalidMessage, HexID(m.GetFrom()), md.GetIndex(), err)
+		return fmt.Errorf("%w: snapshot from %s at %d has an impossible membership: %v", ErrInvalidMessage, raftbridge.ID(m.GetFrom()).String(), md.GetIndex(), err)
 	}
 	return nil
 }

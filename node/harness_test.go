@@ -17,6 +17,7 @@ import (
 	"github.com/raftbus/raftbus/bus"
 	"github.com/raftbus/raftbus/bus/membus"
 	"github.com/raftbus/raftbus/internal/wire"
+	"github.com/raftbus/raftbus/raftbridge"
 )
 
 // Deterministic test scaffolding.
@@ -209,7 +210,7 @@ func newMember(t *testing.T, id uint64) Member {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Member{ID: id, Name: fmt.Sprintf("n%d", id), Incarnation: inc}
+	return Member{ID: raftbridge.ID(id), Name: fmt.Sprintf("n%d", id), Incarnation: inc}
 }
 
 // bootstrap starts voters 1..n as a new cluster.
@@ -238,7 +239,7 @@ func (h *harness) startJoining(m Member, peers, join []Member, st *MemoryStorage
 	t.Cleanup(func() { _ = b.Close() })
 	hn := &hnode{m: m, sm: newMapSM(), st: st, clock: newManualClock()}
 	cfg := Config{
-		Cluster: h.cluster, ID: m.ID, Incarnation: m.Incarnation, Name: m.Name,
+		Cluster: h.cluster, ID: uint64(m.ID), Incarnation: m.Incarnation, Name: m.Name,
 		Peers: peers, JoinMembers: join, Storage: st, StateMachine: hn.sm, Bus: b,
 		TickInterval: 10 * time.Millisecond, Ticker: hn.clock.ticker,
 		Logger: testLogger(t).With("node", m.Name),
@@ -252,7 +253,7 @@ func (h *harness) startJoining(m Member, peers, join []Member, st *MemoryStorage
 	}
 	t.Cleanup(nd.Halt)
 	hn.node = nd
-	h.nodes[m.ID] = hn
+	h.nodes[uint64(m.ID)] = hn
 	return hn
 }
 

@@ -2,81 +2,23 @@ package node
 
 import (
 	"cmp"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
 	"go.etcd.io/raft/v3/raftpb"
+
+	"github.com/raftbus/raftbus/raftbridge"
 )
 
-// Member is one member of the cluster as recorded in the replicated state.
-type Member struct {
-	ID          uint64    `json:"-"`
-	Name        string    `json:"name,omitempty"`
-	Incarnation uuid.UUID `json:"incarnation"`
-	ClientURL   string    `json:"client_url,omitempty"`
-	Learner     bool      `json:"learner,omitempty"`
-	// PublicKey is the incarnation's nkey public key, from its verified
-	// announcement: what every member checks membership records against.
-	PublicKey string `json:"public_key,omitempty"`
-	// AutoPromote marks a learner the leader promotes by itself once its
-	// log is close to the leader's (`member add --learner
-	// --promote-when-caught-up`); cleared by the promotion.
-	AutoPromote bool `json:"auto_promote,omitempty"`
-}
-
-// HexID formats a Raft ID the way raftbus prints them everywhere.
-func HexID(id uint64) string { return fmt.Sprintf("%016x", id) }
-
-// ParseHexID parses a Raft ID printed by HexID (leading zeros optional).
-func ParseHexID(s string) (uint64, error) {
-	id, err := strconv.ParseUint(s, 16, 64)
-	if err != nil || id == 0 {
-		return 0, fmt.Errorf("bad raft ID %q: expecting a non-zero hex number", s)
-	}
-	return id, nil
-}
-
-// MarshalJSON writes the Raft ID as a 16-digit hex string: 64-bit numbers
-// do not survive JSON readers that use doubles.
-func (m Member) MarshalJSON() ([]byte, error) {
-	type plain Member
-	id := ""
-	if m.ID != 0 {
-		id = HexID(m.ID) // no ID (a rejection of a request naming none) is ""
-	}
-	return json.Marshal(struct {
-		ID string `json:"id"`
-		plain
-	}{id, plain(m)})
-}
-
-// UnmarshalJSON reads what MarshalJSON writes.
-func (m *Member) UnmarshalJSON(b []byte) error {
-	type plain Member
-	var v struct {
-		ID string `json:"id"`
-		plain
-	}
-	if err := json.Unmarshal(b, &v); err != nil {
-		return err
-	}
-	*m = Member(v.plain)
-	if v.ID != "" {
-		id, err := ParseHexID(v.ID)
-		if err != nil {
-			return err
-		}
-		m.ID = id
-	}
-	return nil
-}
+// Member is one member of the cluster as recorded in the replicated state:
+// the one membership record raftbus has (see raftbridge.Member), shared with
+// package membership, the CLI and /status.
+type Member = raftbridge.Member
 
 // confContext travels in a ConfChangeV2's Context: who is being added (and
 // the proposal it answers, so the proposer can be told the outcome).
@@ -254,7 +196,7 @@ func (ms *membership) memberAt(id, index uint64) bool {
 	defer ms.mu.RUnlock()
 	for i := len(ms.history) - 1; i >= 0; i-- {
 		ch := ms.history[i]
-		if ch.Index >= index || ch.Member.ID != id || ch.Rejected != "" {
+		if ch.Index >= index || uint64(ch.Member.ID) != id || ch.Rejected != "" {
 			continue
 		}
 		return ch.Op != OpRemove
@@ -266,7 +208,7 @@ func (ms *membership) memberAt(id, index uint64) bool {
 		return false
 	}
 	for _, ch := range ms.history {
-		if ch.Member.ID == id && ch.Rejected == "" && ch.Index >= index {
+		if uint64(ch.Member.ID) == id && ch.Rejected == "" && ch.Index >= index {
 			return false
 		}
 	}
@@ -349,17 +291,17 @@ func (ms *membership) validate(cc *raftpb.ConfChangeSingle, ctx *confContext) er
 		return fmt.Errorf("%w: membership is at version %d, the request was made against version %d", ErrConflict, ms.effective, ctx.ExpectVersion)
 	}
 	if ms.removedIDs[id] {
-		return fmt.Errorf("%w: raft ID %s was removed and can never return", ErrTombstoned, HexID(id))
+		return fmt.Errorf("%w: raft ID %s was removed and can never return", ErrTombstoned, raftbridge.ID(id).String())
 	}
 	switch cc.GetType() {
 	case raftpb.ConfChangeAddNode, raftpb.ConfChangeAddLearnerNode:
 		cur, exists := ms.members[id]
 		if ctx == nil || ctx.Member == nil {
 			if !exists {
-				return fmt.Errorf("%w: raft ID %s", ErrNoSuchMember, HexID(id))
+				return fmt.Errorf("%w: raft ID %s", ErrNoSuchMember, raftbridge.ID(id).String())
 			}
 			if !cur.Learner {
-				return fmt.Errorf("%w: %s is already a voter", ErrInvalidChange, HexID(id))
+				return fmt.Errorf("%w: %s is already a voter", ErrInvalidChange, raftbridge.ID(id).String())
 			}
 			return nil // promotion of a learner
 		}
@@ -367,20 +309,20 @@ func (ms *membership) validate(cc *raftpb.ConfChangeSingle, ctx *confContext) er
 			return fmt.Errorf("%w: incarnation %s was removed and can never return", ErrTombstoned, ctx.Member.Incarnation)
 		}
 		if exists {
-			return fmt.Errorf("%w: raft ID %s already belongs to incarnation %s", ErrInvalidChange, HexID(id), cur.Incarnation)
+			return fmt.Errorf("%w: raft ID %s already belongs to incarnation %s", ErrInvalidChange, raftbridge.ID(id).String(), cur.Incarnation)
 		}
 		for oid, m := range ms.members {
 			if m.Incarnation == ctx.Member.Incarnation {
-				return fmt.Errorf("%w: incarnation %s is already member %s", ErrInvalidChange, m.Incarnation, HexID(oid))
+				return fmt.Errorf("%w: incarnation %s is already member %s", ErrInvalidChange, m.Incarnation, raftbridge.ID(oid).String())
 			}
 		}
 	case raftpb.ConfChangeRemoveNode:
 		m, ok := ms.members[id]
 		if !ok {
-			return fmt.Errorf("%w: raft ID %s", ErrNoSuchMember, HexID(id))
+			return fmt.Errorf("%w: raft ID %s", ErrNoSuchMember, raftbridge.ID(id).String())
 		}
 		if !m.Learner && ms.voters() == 1 {
-			return fmt.Errorf("%w: %s is the last voter", ErrLastVoter, HexID(id))
+			return fmt.Errorf("%w: %s is the last voter", ErrLastVoter, raftbridge.ID(id).String())
 		}
 	}
 	return nil
@@ -400,7 +342,7 @@ func (ms *membership) voters() int {
 // settle records the verdict on a change at index in the history, and the
 // operator request as settled. Caller holds the lock.
 func (ms *membership) settle(index uint64, cc *raftpb.ConfChangeSingle, ctx *confContext, rejected error) {
-	ch := Change{Index: index, Op: opName(cc.GetType(), ctx), Member: Member{ID: cc.GetNodeId()}}
+	ch := Change{Index: index, Op: opName(cc.GetType(), ctx), Member: Member{ID: raftbridge.ID(cc.GetNodeId())}}
 	if m, ok := ms.members[cc.GetNodeId()]; ok {
 		ch.Member = *m
 	} else if m, ok := ms.lastKnown(cc.GetNodeId()); ok {
@@ -411,7 +353,7 @@ func (ms *membership) settle(index uint64, cc *raftpb.ConfChangeSingle, ctx *con
 	if ctx != nil {
 		if ctx.Member != nil {
 			ch.Member = *ctx.Member
-			ch.Member.ID = cc.GetNodeId()
+			ch.Member.ID = raftbridge.ID(cc.GetNodeId())
 		}
 		ch.RequestID, ch.Time = ctx.RequestID, ctx.Time
 		if ctx.RequestID != "" && !errors.Is(rejected, ErrDuplicateRequest) {
@@ -442,7 +384,7 @@ func (ms *membership) record(ch Change) {
 func (ms *membership) lastKnown(id uint64) (Member, bool) {
 	for i := len(ms.history) - 1; i >= 0; i-- {
 		h := ms.history[i]
-		if h.Member.ID == id && h.Rejected == "" && h.Member.Incarnation != uuid.Nil {
+		if uint64(h.Member.ID) == id && h.Rejected == "" && h.Member.Incarnation != uuid.Nil {
 			return h.Member, true
 		}
 	}
@@ -496,9 +438,9 @@ func (ms *membership) reject(index uint64, r Rejection) error {
 		return fmt.Errorf("%w: request %s was settled at index %d", ErrDuplicateRequest, r.RequestID, at)
 	}
 	m := r.Member
-	if cur, ok := ms.members[m.ID]; ok && m.Incarnation == uuid.Nil {
+	if cur, ok := ms.members[uint64(m.ID)]; ok && m.Incarnation == uuid.Nil {
 		m = *cur
-	} else if known, ok := ms.lastKnown(m.ID); ok && m.Incarnation == uuid.Nil {
+	} else if known, ok := ms.lastKnown(uint64(m.ID)); ok && m.Incarnation == uuid.Nil {
 		m = known
 	}
 	ms.requests[r.RequestID] = index
@@ -530,7 +472,7 @@ func (ms *membership) apply(cc *raftpb.ConfChangeSingle, ctx *confContext) {
 		learner := cc.GetType() == raftpb.ConfChangeAddLearnerNode
 		m, ok := ms.members[id]
 		if !ok {
-			m = &Member{ID: id}
+			m = &Member{ID: raftbridge.ID(id)}
 			ms.members[id] = m
 		}
 		if ctx != nil && ctx.Member != nil {
@@ -582,11 +524,11 @@ func (ms *membership) image() membershipImage {
 	slices.SortFunc(img.Members, func(a, b Member) int { return cmp.Compare(a.ID, b.ID) })
 	ids := slices.Sorted(maps.Keys(ms.removedIDs))
 	for _, id := range ids {
-		img.RemovedIDs = append(img.RemovedIDs, HexID(id))
+		img.RemovedIDs = append(img.RemovedIDs, raftbridge.ID(id).String())
 	}
 	img.RemovedIncarnations = slices.SortedFunc(maps.Keys(ms.removedIncs), func(a, b uuid.UUID) int { return slices.Compare(a[:], b[:]) })
 	if ms.maxID != 0 {
-		img.MaxID = HexID(ms.maxID)
+		img.MaxID = raftbridge.ID(ms.maxID).String()
 	}
 	img.Requests = maps.Clone(ms.requests)
 	img.History = slices.Clone(ms.history)
@@ -601,15 +543,15 @@ func (ms *membership) restore(img membershipImage) error {
 	members := map[uint64]*Member{}
 	for i := range img.Members {
 		m := img.Members[i]
-		members[m.ID] = &m
+		members[uint64(m.ID)] = &m
 	}
 	removed := map[uint64]bool{}
 	for _, s := range img.RemovedIDs {
-		id, err := ParseHexID(s)
+		id, err := raftbridge.ParseID(s)
 		if err != nil {
 			return err
 		}
-		removed[id] = true
+		removed[uint64(id)] = true
 	}
 	incs := map[uuid.UUID]bool{}
 	for _, inc := range img.RemovedIncarnations {
@@ -617,11 +559,11 @@ func (ms *membership) restore(img membershipImage) error {
 	}
 	var maxID uint64
 	if img.MaxID != "" {
-		id, err := ParseHexID(img.MaxID)
+		id, err := raftbridge.ParseID(img.MaxID)
 		if err != nil {
 			return err
 		}
-		maxID = id
+		maxID = uint64(id)
 	}
 	requests := img.Requests
 	if requests == nil {

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/raftbus/raftbus/internal/nodehook"
+	"github.com/raftbus/raftbus/raftbridge"
 )
 
 func change(t raftpb.ConfChangeType, id uint64) *raftpb.ConfChangeV2 {
@@ -16,7 +17,7 @@ func change(t raftpb.ConfChangeType, id uint64) *raftpb.ConfChangeV2 {
 }
 
 func addCtx(id uint64, inc uuid.UUID, req string) *confContext {
-	return &confContext{Member: &Member{ID: id, Incarnation: inc}, RequestID: req}
+	return &confContext{Member: &Member{ID: raftbridge.ID(id), Incarnation: inc}, RequestID: req}
 }
 
 func TestMembershipVerdicts(t *testing.T) {

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/raftbus/raftbus/internal/nodehook"
+	"github.com/raftbus/raftbus/raftbridge"
 )
 
 // Node runs one member of a Raft cluster: the etcd raft node, its Ready
@@ -82,7 +83,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	n := &Node{
 		cfg:     cfg,
-		log:     cfg.Logger.With("component", "node", "raft_id", HexID(cfg.ID)),
+		log:     cfg.Logger.With("component", "node", "raft_id", raftbridge.ID(cfg.ID).String()),
 		members: newMembership(),
 		props:   newRequests[result](),
 		reads:   newRequests[uint64](),
@@ -138,15 +139,15 @@ func New(cfg Config) (*Node, error) {
 	} else if len(cfg.Peers) == 0 {
 		n.members.joining = map[uint64]Member{}
 		for _, m := range cfg.JoinMembers {
-			n.members.joining[m.ID] = m
+			n.members.joining[uint64(m.ID)] = m
 		}
 	} else {
 		// raft.StartNode commits one ConfChange per peer at indexes 1..n, in
 		// this order; settling them here primes the directory identically.
 		for i, p := range cfg.Peers {
-			cc := &raftpb.ConfChangeV2{Changes: []*raftpb.ConfChangeSingle{{Type: raftpb.ConfChangeAddNode.Enum(), NodeId: proto.Uint64(p.ID)}}}
+			cc := &raftpb.ConfChangeV2{Changes: []*raftpb.ConfChangeSingle{{Type: raftpb.ConfChangeAddNode.Enum(), NodeId: proto.Uint64(uint64(p.ID))}}}
 			if err := n.members.decide(uint64(i+1), cc, &confContext{Member: &p}); err != nil {
-				return nil, fmt.Errorf("node: bootstrap member %s: %w", HexID(p.ID), err)
+				return nil, fmt.Errorf("node: bootstrap member %s: %w", raftbridge.ID(p.ID).String(), err)
 			}
 		}
 	}
@@ -185,7 +186,7 @@ func New(cfg Config) (*Node, error) {
 			if err != nil {
 				return nil, err
 			}
-			peers = append(peers, raft.Peer{ID: p.ID, Context: ctx})
+			peers = append(peers, raft.Peer{ID: uint64(p.ID), Context: ctx})
 		}
 		n.raft = raft.StartNode(rc, peers)
 	default:
@@ -322,7 +323,7 @@ func (n *Node) observeSoftState(ss *raft.SoftState) {
 	n.isLeader.Store(ss.RaftState == raft.StateLeader)
 	if old != ss.Lead {
 		n.metrics.leaderChanges.Inc()
-		n.log.Info("leader changed", "leader", HexID(ss.Lead), "previous", HexID(old), "state", ss.RaftState.String())
+		n.log.Info("leader changed", "leader", raftbridge.ID(ss.Lead).String(), "previous", raftbridge.ID(old).String(), "state", ss.RaftState.String())
 	}
 }
 
@@ -524,8 +525,8 @@ func (n *Node) transferLeadership() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.StopTransferTimeout)
 	defer cancel()
-	n.log.Info("transferring leadership before stop", "to", HexID(best))
+	n.log.Info("transferring leadership before stop", "to", raftbridge.ID(best).String())
 	if err := n.TransferLeadership(ctx, best); err != nil {
-		n.log.Warn("leadership transfer did not finish", "to", HexID(best), "err", err)
+		n.log.Warn("leadership transfer did not finish", "to", raftbridge.ID(best).String(), "err", err)
 	}
 }

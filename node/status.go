@@ -2,6 +2,8 @@ package node
 
 import (
 	"github.com/google/uuid"
+
+	"github.com/raftbus/raftbus/raftbridge"
 )
 
 // Status is a point-in-time view of a node, served on GET /status.
@@ -29,13 +31,13 @@ func (n *Node) Status() Status {
 	rs := n.raft.Status()
 	img := n.members.image()
 	st := Status{
-		ID:                HexID(n.cfg.ID),
+		ID:                raftbridge.ID(n.cfg.ID).String(),
 		Name:              n.cfg.Name,
 		Incarnation:       n.cfg.Incarnation,
 		Cluster:           n.cfg.Cluster,
 		State:             rs.RaftState.String(),
 		Term:              rs.GetTerm(),
-		Leader:            HexID(rs.Lead),
+		Leader:            raftbridge.ID(rs.Lead).String(),
 		Commit:            rs.GetCommit(),
 		Applied:           n.applied.current(),
 		MembershipVersion: img.Version,

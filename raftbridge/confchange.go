@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 
 	"github.com/google/uuid"
 	"go.etcd.io/raft/v3/raftpb"
@@ -25,22 +24,6 @@ var (
 	ErrBadContext = errors.New("raftbridge: malformed ConfChange context")
 )
 
-// Member is a member as the directory records it and as a ConfChange's
-// Context announces it.
-type Member struct {
-	// ID is the Raft ID.
-	ID uint64
-	// Incarnation is the UUID of the data directory the member runs from
-	// (package datadir creates it, never reused).
-	Incarnation uuid.UUID
-	// PublicKey is the incarnation's nkey public key ("U..."; datadir
-	// creates it), which the per-node NATS user of `raftbus nats-config`
-	// authenticates. Optional: empty when the cluster does not use keys.
-	PublicKey string
-	// Name is a human-readable name for logs and tools. Optional.
-	Name string
-}
-
 // confMember is Member's JSON form, the "member" object of the reference
 // node's ConfChange context (node.Member): the Raft ID as 16 hex digits,
 // because 64-bit numbers do not survive JSON readers that use doubles.
@@ -52,13 +35,13 @@ type confMember struct {
 }
 
 func (m Member) toJSON() confMember {
-	return confMember{ID: fmt.Sprintf("%016x", m.ID), Name: m.Name, Incarnation: m.Incarnation, PublicKey: m.PublicKey}
+	return confMember{ID: m.ID.String(), Name: m.Name, Incarnation: m.Incarnation, PublicKey: m.PublicKey}
 }
 
 func (c confMember) member() (Member, error) {
-	id, err := strconv.ParseUint(c.ID, 16, 64)
-	if err != nil || id == 0 {
-		return Member{}, fmt.Errorf("raft ID %q is not a non-zero hex number", c.ID)
+	id, err := ParseID(c.ID)
+	if err != nil {
+		return Member{}, err
 	}
 	m := Member{ID: id, Incarnation: c.Incarnation, PublicKey: c.PublicKey, Name: c.Name}
 	return m, m.check()
@@ -227,7 +210,7 @@ func applyChanges(d *MemDirectory, v2 *raftpb.ConfChangeV2, ctx *Member, ctxErr 
 		case raftpb.ConfChangeAddNode, raftpb.ConfChangeAddLearnerNode:
 			m, err := d.decideAdd(id, ctx, ctxErr)
 			if err != nil {
-				return noChange(), fmt.Errorf("%w: add %016x: %w", ErrRefused, id, err)
+				return noChange(), fmt.Errorf("%w: add %s: %w", ErrRefused, ID(id), err)
 			}
 			if m != nil {
 				steps = append(steps, step{add: m})
@@ -249,7 +232,7 @@ func applyChanges(d *MemDirectory, v2 *raftpb.ConfChangeV2, ctx *Member, ctxErr 
 // record), or why it is refused. Callers hold d.mu.
 func (d *MemDirectory) decideAdd(id uint64, ctx *Member, ctxErr error) (*Member, error) {
 	cur, isMember := d.members[id]
-	if ctx == nil || ctx.ID != id {
+	if ctx == nil || uint64(ctx.ID) != id {
 		if isMember {
 			return nil, nil // a promotion, or a change applied twice
 		}
@@ -257,7 +240,7 @@ func (d *MemDirectory) decideAdd(id uint64, ctx *Member, ctxErr error) (*Member,
 			return nil, ctxErr
 		}
 		if ctx != nil {
-			return nil, fmt.Errorf("%w: the context names %016x", ErrBadContext, ctx.ID)
+			return nil, fmt.Errorf("%w: the context names %s", ErrBadContext, ctx.ID)
 		}
 		return nil, fmt.Errorf("%w: no context names the member", ErrBadContext)
 	}
@@ -269,7 +252,7 @@ func (d *MemDirectory) decideAdd(id uint64, ctx *Member, ctxErr error) (*Member,
 	}
 	for other, inc := range d.members {
 		if inc == ctx.Incarnation && other != id {
-			return nil, fmt.Errorf("incarnation %s is member %016x", inc, other)
+			return nil, fmt.Errorf("incarnation %s is member %s", inc, ID(other))
 		}
 	}
 	if isMember && d.info[id] == (Member{PublicKey: ctx.PublicKey, Name: ctx.Name}) {

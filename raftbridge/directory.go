@@ -91,7 +91,7 @@ func (d *MemDirectory) Version() uint64 {
 // Set records inc as the incarnation of id and bumps the version. It
 // refuses (returns false) to resurrect a tombstoned ID or incarnation.
 func (d *MemDirectory) Set(id uint64, inc uuid.UUID) bool {
-	return d.Add(Member{ID: id, Incarnation: inc})
+	return d.Add(Member{ID: ID(id), Incarnation: inc})
 }
 
 // Add records m as a current member, with its public key and name, and
@@ -113,17 +113,18 @@ func (d *MemDirectory) addable(m Member) bool {
 	if m.ID == 0 || m.Incarnation == uuid.Nil {
 		return false
 	}
-	_, goneID := d.removedIDs[m.ID]
+	_, goneID := d.removedIDs[uint64(m.ID)]
 	_, goneInc := d.removedIncs[m.Incarnation]
 	return !goneID && !goneInc
 }
 
 func (d *MemDirectory) add(m Member) {
-	d.members[m.ID] = m.Incarnation
+	id := uint64(m.ID)
+	d.members[id] = m.Incarnation
 	if m.PublicKey != "" || m.Name != "" {
-		d.info[m.ID] = Member{PublicKey: m.PublicKey, Name: m.Name}
+		d.info[id] = Member{PublicKey: m.PublicKey, Name: m.Name}
 	} else {
-		delete(d.info, m.ID)
+		delete(d.info, id)
 	}
 }
 
@@ -137,7 +138,7 @@ func (d *MemDirectory) Member(id uint64) (Member, bool) {
 		return Member{}, false
 	}
 	m := d.info[id]
-	m.ID, m.Incarnation = id, inc
+	m.ID, m.Incarnation = ID(id), inc
 	return m, true
 }
 

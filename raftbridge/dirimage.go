@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 
 	"github.com/google/uuid"
 )
@@ -45,11 +44,11 @@ func (d *MemDirectory) Save() []byte {
 	img := dirImage{Format: imageFormat, Version: d.version, Members: []confMember{}, RemovedIDs: []string{}, RemovedIncs: []uuid.UUID{}}
 	for id, inc := range d.members {
 		m := d.info[id]
-		m.ID, m.Incarnation = id, inc
+		m.ID, m.Incarnation = ID(id), inc
 		img.Members = append(img.Members, m.toJSON())
 	}
 	for id := range d.removedIDs {
-		img.RemovedIDs = append(img.RemovedIDs, fmt.Sprintf("%016x", id))
+		img.RemovedIDs = append(img.RemovedIDs, ID(id).String())
 	}
 	for inc := range d.removedIncs {
 		img.RemovedIncs = append(img.RemovedIncs, inc)
@@ -89,11 +88,11 @@ func (d *MemDirectory) Restore(image []byte) error {
 	}
 	removedIDs := make(map[uint64]struct{}, len(img.RemovedIDs))
 	for _, s := range img.RemovedIDs {
-		id, err := strconv.ParseUint(s, 16, 64)
-		if err != nil || id == 0 {
+		id, err := ParseID(s)
+		if err != nil {
 			return fmt.Errorf("%w: removed raft ID %q", ErrBadImage, s)
 		}
-		removedIDs[id] = struct{}{}
+		removedIDs[uint64(id)] = struct{}{}
 	}
 	removedIncs := make(map[uuid.UUID]struct{}, len(img.RemovedIncs))
 	for _, inc := range img.RemovedIncs {
@@ -103,7 +102,7 @@ func (d *MemDirectory) Restore(image []byte) error {
 		removedIncs[inc] = struct{}{}
 	}
 	members := make([]Member, 0, len(img.Members))
-	ids := make(map[uint64]bool, len(img.Members))
+	ids := make(map[ID]bool, len(img.Members))
 	incs := make(map[uuid.UUID]bool, len(img.Members))
 	for _, cm := range img.Members {
 		m, err := cm.member()
@@ -111,12 +110,12 @@ func (d *MemDirectory) Restore(image []byte) error {
 			return fmt.Errorf("%w: member %q: %v", ErrBadImage, cm.ID, err)
 		}
 		if ids[m.ID] || incs[m.Incarnation] {
-			return fmt.Errorf("%w: member %016x or incarnation %s listed twice", ErrBadImage, m.ID, m.Incarnation)
+			return fmt.Errorf("%w: member %s or incarnation %s listed twice", ErrBadImage, m.ID, m.Incarnation)
 		}
-		_, goneID := removedIDs[m.ID]
+		_, goneID := removedIDs[uint64(m.ID)]
 		_, goneInc := removedIncs[m.Incarnation]
 		if goneID || goneInc {
-			return fmt.Errorf("%w: member %016x is also tombstoned", ErrBadImage, m.ID)
+			return fmt.Errorf("%w: member %s is also tombstoned", ErrBadImage, m.ID)
 		}
 		ids[m.ID], incs[m.Incarnation] = true, true
 		members = append(members, m)

@@ -23,7 +23,7 @@ func addChange(t *testing.T, typ raftpb.ConfChangeType, m Member) *raftpb.ConfCh
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &raftpb.ConfChange{Type: typ.Enum(), NodeId: proto.Uint64(m.ID), Context: ctx}
+	return &raftpb.ConfChange{Type: typ.Enum(), NodeId: proto.Uint64(uint64(m.ID)), Context: ctx}
 }
 
 func removeChange(id uint64) *raftpb.ConfChange {

@@ -141,7 +141,7 @@ func peerLabel(id uint64) string {
 	if id == 0 {
 		return "unknown"
 	}
-	return fmt.Sprintf("%016x", id)
+	return ID(id).String()
 }
 
 // meter keeps the counters behind Stats and, if a Registerer was given,
@@ -609,4 +609,4 @@ func (x *incarnationIndex) lookup(inc uuid.UUID) uint64 {
 }
 
 // hexID formats a Raft ID for logs.
-func hexID(id uint64) string { return fmt.Sprintf("%016x", id) }
+func hexID(id uint64) string { return ID(id).String() }

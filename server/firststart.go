@@ -8,6 +8,7 @@ import (
 	"go.etcd.io/raft/v3"
 
 	"github.com/raftbus/raftbus/datadir"
+	"github.com/raftbus/raftbus/raftbridge"
 	"github.com/raftbus/raftbus/raftstore"
 )
 
@@ -78,7 +79,7 @@ func hexName(id *datadir.Identity) string {
 	if id.Name != "" {
 		return id.Name
 	}
-	return fmt.Sprintf("%016x", id.RaftID)
+	return raftbridge.ID(id.RaftID).String()
 }
 
 // recordFirstStart writes the STARTED record once the node's Raft state is

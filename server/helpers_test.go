@@ -17,6 +17,7 @@ import (
 	"github.com/raftbus/raftbus/datadir"
 	"github.com/raftbus/raftbus/internal/testnats"
 	"github.com/raftbus/raftbus/node"
+	"github.com/raftbus/raftbus/raftbridge"
 )
 
 func testLogger() *slog.Logger {
@@ -49,7 +50,7 @@ func newTestCluster(t *testing.T, members, start int, adjust func(*Config)) *tes
 			t.Fatal(err)
 		}
 		c.dirs = append(c.dirs, dir)
-		c.boot = append(c.boot, node.Member{ID: id.RaftID, Name: id.Name, Incarnation: id.Incarnation, PublicKey: id.PublicKey})
+		c.boot = append(c.boot, node.Member{ID: raftbridge.ID(id.RaftID), Name: id.Name, Incarnation: id.Incarnation, PublicKey: id.PublicKey})
 	}
 	for i := range start {
 		cfg := Config{

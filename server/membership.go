@@ -14,6 +14,7 @@ import (
 	"github.com/raftbus/raftbus/datadir"
 	"github.com/raftbus/raftbus/membership"
 	"github.com/raftbus/raftbus/node"
+	"github.com/raftbus/raftbus/raftbridge"
 )
 
 // clusterAdapter lets the membership manager drive the node.
@@ -28,11 +29,6 @@ func (a clusterAdapter) Self() (membership.HexID, uuid.UUID) {
 
 func (a clusterAdapter) Leader() membership.HexID { return membership.HexID(a.n.Leader()) }
 
-func toRecordMember(m node.Member) membership.Member {
-	return membership.Member{ID: membership.HexID(m.ID), Name: m.Name, Incarnation: m.Incarnation, ClientURL: m.ClientURL,
-		Learner: m.Learner, PublicKey: m.PublicKey, AutoPromote: m.AutoPromote}
-}
-
 func (a clusterAdapter) State() membership.State {
 	ms := a.n.Membership()
 	// The version operators see is that of the last change that took
@@ -43,14 +39,12 @@ func (a clusterAdapter) State() membership.State {
 	for _, id := range ms.RemovedIDs {
 		st.RemovedIDs = append(st.RemovedIDs, membership.HexID(id))
 	}
-	for _, m := range ms.Members {
-		st.Members = append(st.Members, toRecordMember(m))
-	}
+	st.Members = ms.Members
 	// The node records a removal or promotion under the Raft ID alone;
 	// the stream's records name the whole member (incarnation and key),
 	// taken from the change that added it, so that a removed node can
 	// check that a removal names its exact incarnation.
-	byID := map[uint64]node.Member{}
+	byID := map[membership.HexID]membership.Member{}
 	for _, h := range ms.History {
 		m := h.Member
 		if h.Rejected == "" && (h.Op == node.OpAdd || h.Op == node.OpAddLearner) {
@@ -59,7 +53,7 @@ func (a clusterAdapter) State() membership.State {
 			m = added
 		}
 		st.History = append(st.History, membership.Settled{
-			Committed: membership.Committed{Index: h.Index, Op: h.Op, Member: toRecordMember(m), RequestID: h.RequestID, Version: h.Index},
+			Committed: membership.Committed{Index: h.Index, Op: h.Op, Member: m, RequestID: h.RequestID, Version: h.Index},
 			Rejected:  h.Rejected, Code: h.Code, Seq: h.Seq,
 		})
 	}
@@ -69,13 +63,8 @@ func (a clusterAdapter) State() membership.State {
 	return st
 }
 
-func toNodeMember(m membership.Member) node.Member {
-	return node.Member{ID: uint64(m.ID), Name: m.Name, Incarnation: m.Incarnation, ClientURL: m.ClientURL, Learner: m.Learner,
-		PublicKey: m.PublicKey, AutoPromote: m.AutoPromote}
-}
-
 func (a clusterAdapter) Change(ctx context.Context, d membership.Decision) (uint64, error) {
-	idx, err := a.n.ChangeMembership(ctx, node.MembershipChange{RequestID: d.RequestID, Op: d.Op, Member: toNodeMember(d.Member),
+	idx, err := a.n.ChangeMembership(ctx, node.MembershipChange{RequestID: d.RequestID, Op: d.Op, Member: d.Member,
 		Seq: d.Seq, ExpectVersion: d.ExpectVersion})
 	switch code := node.RejectionCode(err); {
 	case err == nil:
@@ -92,7 +81,7 @@ func (a clusterAdapter) Change(ctx context.Context, d membership.Decision) (uint
 
 func (a clusterAdapter) Reject(ctx context.Context, d membership.Decision, code, reason string) (uint64, error) {
 	idx, err := a.n.RejectMembership(ctx, node.Rejection{RequestID: d.RequestID, Seq: d.Seq, Op: d.Op,
-		Member: toNodeMember(d.Member), Code: code, Reason: reason})
+		Member: d.Member, Code: code, Reason: reason})
 	if errors.Is(err, node.ErrDuplicateRequest) {
 		return idx, fmt.Errorf("%w: %v", membership.ErrAlreadySettled, err)
 	}
@@ -162,14 +151,14 @@ func bootstrapKeys(peers []node.Member, id *datadir.Identity) (_ []node.Member, 
 				p.PublicKey = id.PublicKey
 			}
 			if p.PublicKey != "" && p.PublicKey != id.PublicKey {
-				return nil, nil, fmt.Errorf("server: bootstrap member %s names key %s, but %s has key %s", node.HexID(p.ID), p.PublicKey, id, id.PublicKey)
+				return nil, nil, fmt.Errorf("server: bootstrap member %s names key %s, but %s has key %s", raftbridge.ID(p.ID).String(), p.PublicKey, id, id.PublicKey)
 			}
 		}
 		switch {
 		case p.PublicKey == "":
-			missing = append(missing, node.HexID(p.ID))
+			missing = append(missing, raftbridge.ID(p.ID).String())
 		case !nkeys.IsValidPublicUserKey(p.PublicKey):
-			return nil, nil, fmt.Errorf("server: bootstrap member %s (%s) has public key %q, which is not an nkey user key", node.HexID(p.ID), p.Name, p.PublicKey)
+			return nil, nil, fmt.Errorf("server: bootstrap member %s (%s) has public key %q, which is not an nkey user key", raftbridge.ID(p.ID).String(), p.Name, p.PublicKey)
 		}
 	}
 	return peers, missing, nil
@@ -193,8 +182,8 @@ func (s *Server) joinMembers(cluster uuid.UUID) []node.Member {
 				d := membership.Rebuild(recs)
 				var out []node.Member
 				for _, m := range d.Sorted() {
-					out = append(out, node.Member{ID: uint64(m.ID), Name: m.Name, Incarnation: m.Incarnation,
-						ClientURL: m.ClientURL, Learner: m.Learner, PublicKey: m.PublicKey})
+					m.AutoPromote = false // not part of the directory the joiner starts from
+					out = append(out, m)
 				}
 				if len(d.Rejected) > 0 {
 					s.log.Warn("skipped membership records while learning the members to join", "rejected", d.RejectedCounts())

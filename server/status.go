@@ -6,6 +6,7 @@ import (
 
 	"github.com/raftbus/raftbus/membership"
 	"github.com/raftbus/raftbus/node"
+	"github.com/raftbus/raftbus/raftbridge"
 )
 
 // Status is the node's status plus what an operator checks first, served
@@ -55,13 +56,13 @@ func (s *Server) Status() Status {
 	if len(ts.PeerRTT) > 0 {
 		st.PeerRTT = make(map[string]float64, len(ts.PeerRTT))
 		for id, d := range ts.PeerRTT {
-			st.PeerRTT[node.HexID(id)] = d.Seconds()
+			st.PeerRTT[raftbridge.ID(id).String()] = d.Seconds()
 		}
 	}
 	if len(ts.LastHeard) > 0 {
 		st.PeerLastHeard = make(map[string]float64, len(ts.LastHeard))
 		for id, t := range ts.LastHeard {
-			st.PeerLastHeard[node.HexID(id)] = roundMillis(time.Since(t).Seconds())
+			st.PeerLastHeard[raftbridge.ID(id).String()] = roundMillis(time.Since(t).Seconds())
 		}
 	}
 	return st

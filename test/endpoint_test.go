@@ -13,6 +13,7 @@ import (
 	"github.com/raftbus/raftbus/internal/cli"
 	"github.com/raftbus/raftbus/internal/testnats"
 	"github.com/raftbus/raftbus/node"
+	"github.com/raftbus/raftbus/raftbridge"
 )
 
 // syncBuffer is a bytes.Buffer safe for a command writing while the test
@@ -67,7 +68,7 @@ func TestEndpointStatusAndHealth(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &v); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	if len(v.Nodes) != 3 || v.Leader != node.HexID(lead.Identity().RaftID) {
+	if len(v.Nodes) != 3 || v.Leader != raftbridge.ID(lead.Identity().RaftID).String() {
 		t.Fatalf("status: %s", out)
 	}
 	for _, n := range v.Nodes {
@@ -95,7 +96,7 @@ func TestEndpointStatusAndHealth(t *testing.T) {
 	}
 	c.servers[down].Stop()
 	c.servers[down] = nil
-	downID := node.HexID(c.idents[down].RaftID)
+	downID := raftbridge.ID(c.idents[down].RaftID).String()
 	out, _, code = runCLI(t, args("health")...)
 	if code != cli.HealthWarning || !strings.Contains(out, "quorum at risk") || !strings.Contains(out, "voter "+downID+" did not answer") {
 		t.Fatalf("one follower down: exit %d\n%s", code, out)
@@ -108,7 +109,7 @@ func TestEndpointStatusAndHealth(t *testing.T) {
 		switch {
 		case strings.HasPrefix(line, downID) && (strings.Contains(line, "alive") || !strings.Contains(line, "no answer")):
 			t.Fatalf("member list shows the stopped node as:\n%s", line)
-		case strings.HasPrefix(line, node.HexID(lead.Identity().RaftID)) && !strings.Contains(line, "alive"):
+		case strings.HasPrefix(line, raftbridge.ID(lead.Identity().RaftID).String()) && !strings.Contains(line, "alive"):
 			t.Fatalf("member list shows the leader as:\n%s", line)
 		}
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/raftbus/raftbus/internal/cli"
 	"github.com/raftbus/raftbus/internal/testnats"
 	"github.com/raftbus/raftbus/node"
+	"github.com/raftbus/raftbus/raftbridge"
 	"github.com/raftbus/raftbus/server"
 )
 
@@ -211,7 +212,7 @@ func TestServerRefusesLostLogEvenWhenJoining(t *testing.T) {
 	}
 	var boot []node.Member
 	for _, id := range c.idents {
-		boot = append(boot, node.Member{ID: id.RaftID, Name: id.Name, Incarnation: id.Incarnation, PublicKey: id.PublicKey})
+		boot = append(boot, node.Member{ID: raftbridge.ID(id.RaftID), Name: id.Name, Incarnation: id.Incarnation, PublicKey: id.PublicKey})
 	}
 	for _, tc := range []struct {
 		name    string

@@ -20,6 +20,7 @@ import (
 	"github.com/raftbus/raftbus/bus/natsbus"
 	"github.com/raftbus/raftbus/internal/testnats"
 	"github.com/raftbus/raftbus/node"
+	"github.com/raftbus/raftbus/raftbridge"
 )
 
 // busKind builds one bus per node for a test cluster.
@@ -167,7 +168,7 @@ func newCluster(t *testing.T, kind *busKind, n int) *testCluster {
 	c := &testCluster{t: t, cluster: uuid.New(), kind: kind, nodes: map[uint64]*tnode{}}
 	peers := make([]node.Member, n)
 	for i := range peers {
-		peers[i] = node.Member{ID: uint64(i + 1), Name: fmt.Sprintf("n%d", i+1), Incarnation: mustV7(t)}
+		peers[i] = node.Member{ID: raftbridge.ID(uint64(i + 1)), Name: fmt.Sprintf("n%d", i+1), Incarnation: mustV7(t)}
 	}
 	for i, p := range peers {
 		c.start(i, p, peers, node.NewMemoryStorage())
@@ -186,7 +187,7 @@ func mustV7(t *testing.T) uuid.UUID {
 // start runs a node for member m; peers is non-empty only to bootstrap.
 func (c *testCluster) start(i int, m node.Member, peers []node.Member, st *node.MemoryStorage) *tnode {
 	t := c.t
-	tn := &tnode{id: m.ID, inc: m.Incarnation, name: m.Name, sm: &recordSM{}, reg: prometheus.NewRegistry(), storage: st}
+	tn := &tnode{id: uint64(m.ID), inc: m.Incarnation, name: m.Name, sm: &recordSM{}, reg: prometheus.NewRegistry(), storage: st}
 	tn.bus = &gateBus{Bus: c.kind.newBus(t, c.cluster, m.Incarnation, i)}
 	var join []node.Member
 	if peers == nil {
@@ -201,7 +202,7 @@ func (c *testCluster) start(i int, m node.Member, peers []node.Member, st *node.
 		}
 	}
 	nd, err := node.New(node.Config{
-		Cluster: c.cluster, ID: m.ID, Incarnation: m.Incarnation, Name: m.Name,
+		Cluster: c.cluster, ID: uint64(m.ID), Incarnation: m.Incarnation, Name: m.Name,
 		Peers: peers, JoinMembers: join, Storage: st, StateMachine: tn.sm, Bus: tn.bus,
 		TickInterval: 20 * time.Millisecond, SnapshotEntries: 100000,
 		Logger: testLogger(t).With("node", m.Name), Registerer: tn.reg,
@@ -211,7 +212,7 @@ func (c *testCluster) start(i int, m node.Member, peers []node.Member, st *node.
 	}
 	tn.node = nd
 	t.Cleanup(nd.Stop)
-	c.nodes[m.ID] = tn
+	c.nodes[uint64(m.ID)] = tn
 	return tn
 }
 
@@ -334,7 +335,7 @@ func dropped(tn *tnode, reason string) uint64 {
 }
 
 func newMemberFor(t *testing.T, id uint64, name string) node.Member {
-	return node.Member{ID: id, Name: name, Incarnation: mustV7(t)}
+	return node.Member{ID: raftbridge.ID(id), Name: name, Incarnation: mustV7(t)}
 }
 
 func newStorage() *node.MemoryStorage { return node.NewMemoryStorage() }

@@ -26,6 +26,7 @@ import (
 	"github.com/raftbus/raftbus/datadir"
 	"github.com/raftbus/raftbus/internal/testnats"
 	"github.com/raftbus/raftbus/node"
+	"github.com/raftbus/raftbus/raftbridge"
 	"github.com/raftbus/raftbus/server"
 )
 
@@ -79,7 +80,7 @@ func newLinCluster(t *testing.T, n int, replicas int, tune node.Config, natsURL 
 			t.Fatal(err)
 		}
 		c.dirs = append(c.dirs, dir)
-		boot = append(boot, node.Member{ID: id.RaftID, Name: id.Name, Incarnation: id.Incarnation, PublicKey: id.PublicKey})
+		boot = append(boot, node.Member{ID: raftbridge.ID(id.RaftID), Name: id.Name, Incarnation: id.Incarnation, PublicKey: id.PublicKey})
 	}
 	for i := range c.dirs {
 		c.start(i, boot, false)
@@ -564,7 +565,7 @@ var churn = fault{"membership-churn", 20, func(t *testing.T, c *linCluster, r *r
 			t.Fatal(err)
 		}
 		changeMembership(t, c, func(ctx context.Context, n *node.Node) error {
-			_, err := n.AddMember(ctx, node.Member{ID: id.RaftID, Name: id.Name, Incarnation: id.Incarnation, PublicKey: id.PublicKey})
+			_, err := n.AddMember(ctx, node.Member{ID: raftbridge.ID(id.RaftID), Name: id.Name, Incarnation: id.Incarnation, PublicKey: id.PublicKey})
 			return err
 		})
 		s := c.start(i, nil, true, c.server(c.leader()).Node().Members()...)

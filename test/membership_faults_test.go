@@ -20,7 +20,7 @@ import (
 func memberIDs(s *server.Server) []uint64 {
 	var ids []uint64
 	for _, m := range s.Node().Members() {
-		ids = append(ids, m.ID)
+		ids = append(ids, uint64(m.ID))
 	}
 	return ids
 }

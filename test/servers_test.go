@@ -17,6 +17,7 @@ import (
 	"github.com/raftbus/raftbus/datadir"
 	"github.com/raftbus/raftbus/internal/testnats"
 	"github.com/raftbus/raftbus/node"
+	"github.com/raftbus/raftbus/raftbridge"
 	"github.com/raftbus/raftbus/server"
 )
 
@@ -55,7 +56,7 @@ func newSrvClusterOn(t *testing.T, servers []*natsserver.Server, n int, tune nod
 			t.Fatal(err)
 		}
 		c.dirs, c.idents = append(c.dirs, dir), append(c.idents, id)
-		boot = append(boot, node.Member{ID: id.RaftID, Name: id.Name, Incarnation: id.Incarnation, PublicKey: id.PublicKey})
+		boot = append(boot, node.Member{ID: raftbridge.ID(id.RaftID), Name: id.Name, Incarnation: id.Incarnation, PublicKey: id.PublicKey})
 	}
 	c.servers = make([]*server.Server, n)
 	for i := range c.dirs {

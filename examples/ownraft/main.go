@@ -95,7 +95,7 @@ func run(ctx context.Context, w io.Writer, busKind, root string, logger *slog.Lo
 		}
 		founders = append(founders, opened{id, unlock})
 		ids = append(ids, id)
-		peers = append(peers, raftbridge.Member{ID: id.RaftID, Incarnation: id.Incarnation, PublicKey: id.PublicKey, Name: id.Name})
+		peers = append(peers, raftbridge.Member{ID: raftbridge.ID(id.RaftID), Incarnation: id.Incarnation, PublicKey: id.PublicKey, Name: id.Name})
 	}
 
 	var tr transport
@@ -194,9 +194,11 @@ func run(ctx context.Context, w io.Writer, busKind, root string, logger *slog.Lo
 		victim = c.followerExcept(leader, n4)
 	}
 	gone := victim.member()
-	delete(c, gone.ID)
-	if err := c.changeMembers(ctx, func() error { return leader.removeMember(ctx, gone.ID) },
-		func(n *node) bool { return n.dir.RemovedID(gone.ID) && n.dir.RemovedIncarnation(gone.Incarnation) }); err != nil {
+	delete(c, uint64(gone.ID))
+	if err := c.changeMembers(ctx, func() error { return leader.removeMember(ctx, uint64(gone.ID)) },
+		func(n *node) bool {
+			return n.dir.RemovedID(uint64(gone.ID)) && n.dir.RemovedIncarnation(gone.Incarnation)
+		}); err != nil {
 		victim.stop()
 		return err
 	}
@@ -244,7 +246,7 @@ func run(ctx context.Context, w io.Writer, busKind, root string, logger *slog.Lo
 	}
 	kept := true
 	for _, n := range c {
-		kept = kept && n.dir.RemovedID(gone.ID) && n.dir.RemovedIncarnation(gone.Incarnation) && n.get("greeting") == "hello"
+		kept = kept && n.dir.RemovedID(uint64(gone.ID)) && n.dir.RemovedIncarnation(gone.Incarnation) && n.get("greeting") == "hello"
 	}
 	fmt.Fprintf(w, "restarted %d nodes from their data directories; state and tombstones kept: %v\n", len(c), kept)
 

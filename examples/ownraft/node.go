@@ -128,8 +128,8 @@ func startNode(id *datadir.Identity, unlock func() error, cfg nodeConfig) (*node
 			if err != nil {
 				return fail(err)
 			}
-			peers = append(peers, raft.Peer{ID: m.ID, Context: ctx})
-			cc := &raftpb.ConfChange{Type: raftpb.ConfChangeAddNode.Enum(), NodeId: proto.Uint64(m.ID), Context: ctx}
+			peers = append(peers, raft.Peer{ID: uint64(m.ID), Context: ctx})
+			cc := &raftpb.ConfChange{Type: raftpb.ConfChangeAddNode.Enum(), NodeId: proto.Uint64(uint64(m.ID)), Context: ctx}
 			if _, err := raftbridge.ApplyConfChange(n.dir, cc); err != nil {
 				return fail(err)
 			}
@@ -313,7 +313,7 @@ func (n *node) addMember(ctx context.Context, m raftbridge.Member) error {
 		return err
 	}
 	return n.raft.ProposeConfChange(ctx, &raftpb.ConfChange{
-		Type: raftpb.ConfChangeAddNode.Enum(), NodeId: proto.Uint64(m.ID), Context: c})
+		Type: raftpb.ConfChangeAddNode.Enum(), NodeId: proto.Uint64(uint64(m.ID)), Context: c})
 }
 
 // removeMember proposes removing id; applying it tombstones the Raft ID and
@@ -325,7 +325,7 @@ func (n *node) removeMember(ctx context.Context, id uint64) error {
 
 // member is this node as the directory and a ConfChange context name it.
 func (n *node) member() raftbridge.Member {
-	return raftbridge.Member{ID: n.id.RaftID, Incarnation: n.id.Incarnation, PublicKey: n.id.PublicKey, Name: n.id.Name}
+	return raftbridge.Member{ID: raftbridge.ID(n.id.RaftID), Incarnation: n.id.Incarnation, PublicKey: n.id.PublicKey, Name: n.id.Name}
 }
 
 // stop shuts the node down in the order the bridge requires: bridge, then

@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/raftbus/raftbus/membership"
+	"github.com/raftbus/raftbus/raftbridge"
 )
 
 func init() { commands = append(commands, newMemberCmd) }
@@ -338,7 +339,7 @@ func resolve(d *membership.Directory, arg string) (membership.Member, error) {
 	if m, ok := d.ByName(arg); ok {
 		return m, nil
 	}
-	id, err := membership.ParseHexID(arg)
+	id, err := raftbridge.ParseID(arg)
 	if err != nil {
 		return membership.Member{}, withCode(ExitNoSuchMember, fmt.Errorf("no member named %q (and it is not a hex member ID)", arg))
 	}

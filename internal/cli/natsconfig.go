@@ -14,7 +14,7 @@ import (
 
 	"github.com/raftbus/raftbus/datadir"
 	"github.com/raftbus/raftbus/membership"
-	"github.com/raftbus/raftbus/node"
+	"github.com/raftbus/raftbus/raftbridge"
 )
 
 func init() { commands = append(commands, newNATSConfigCmd) }
@@ -218,7 +218,7 @@ func nodesFromDirs(dirs []string) (uuid.UUID, []authNode, error) {
 		cluster = id.ClusterID
 		n := authNode{Name: id.Name, Incarnation: id.Incarnation, PublicKey: id.PublicKey, Bootstrap: bootstrapsCluster(dir)}
 		if id.RaftID != 0 {
-			n.RaftID = node.HexID(id.RaftID)
+			n.RaftID = raftbridge.ID(id.RaftID).String()
 		}
 		nodes = append(nodes, n)
 	}

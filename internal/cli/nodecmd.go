@@ -11,6 +11,7 @@ import (
 
 	"github.com/raftbus/raftbus/datadir"
 	"github.com/raftbus/raftbus/node"
+	"github.com/raftbus/raftbus/raftbridge"
 	"github.com/raftbus/raftbus/server"
 )
 
@@ -95,11 +96,11 @@ func (f *nodeFlags) expect() (datadir.Expect, error) {
 		want.ClusterID = id
 	}
 	if f.raftID != "" {
-		id, err := node.ParseHexID(f.raftID)
+		id, err := raftbridge.ParseID(f.raftID)
 		if err != nil {
 			return want, usageErr(fmt.Errorf("--raft-id: %w", err))
 		}
-		want.RaftID = id
+		want.RaftID = uint64(id)
 	}
 	return want, nil
 }
@@ -147,7 +148,7 @@ func runNode(cmd *cobra.Command, g *globals, f *nodeFlags) error {
 		if id, err = createForBootstrap(f, want); err != nil {
 			return err
 		}
-		log.Info("created a new cluster", "cluster", id.ClusterID, "raft_id", node.HexID(id.RaftID), "incarnation", id.Incarnation)
+		log.Info("created a new cluster", "cluster", id.ClusterID, "raft_id", raftbridge.ID(id.RaftID).String(), "incarnation", id.Incarnation)
 	case err != nil:
 		return err
 	}
@@ -191,7 +192,7 @@ func runNode(cmd *cobra.Command, g *globals, f *nodeFlags) error {
 		return withCode(ExitPrecondition, err)
 	}
 	fmt.Fprintf(g.stdout, "raftbus node %s (raft ID %s, incarnation %s) of cluster %s serving %s\n",
-		id.Name, node.HexID(id.RaftID), id.Incarnation, id.ClusterID, srv.URL())
+		id.Name, raftbridge.ID(id.RaftID).String(), id.Incarnation, id.ClusterID, srv.URL())
 	select {
 	case <-cmd.Context().Done():
 		srv.Stop()
@@ -208,7 +209,7 @@ func runNode(cmd *cobra.Command, g *globals, f *nodeFlags) error {
 func stoppedErr(err error, id *datadir.Identity, dir string) error {
 	if errors.Is(err, node.ErrRemoved) {
 		return withCode(ExitRemoved, fmt.Errorf("this node (raft ID %s, incarnation %s) was removed from cluster %s; wipe %s before this machine rejoins as a new member",
-			node.HexID(id.RaftID), id.Incarnation, id.ClusterID, dir))
+			raftbridge.ID(id.RaftID).String(), id.Incarnation, id.ClusterID, dir))
 	}
 	return fmt.Errorf("node stopped: %w", err)
 }
@@ -260,7 +261,7 @@ func firstStartOf(dir string, id *datadir.Identity) (bootstrap []node.Member, jo
 		return nil, false, fmt.Errorf("%w: %s belongs to incarnation %s, not to this directory's %s",
 			datadir.ErrBadFormat, datadir.FirstStartFile, rec.Incarnation, id.Incarnation)
 	case rec.How == datadir.FirstStartBootstrap:
-		return []node.Member{{ID: id.RaftID, Name: id.Name, Incarnation: id.Incarnation}}, false, nil
+		return []node.Member{{ID: raftbridge.ID(id.RaftID), Name: id.Name, Incarnation: id.Incarnation}}, false, nil
 	}
 	return nil, true, nil
 }

@@ -10,7 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/raftbus/raftbus/datadir"
-	"github.com/raftbus/raftbus/node"
+	"github.com/raftbus/raftbus/raftbridge"
 )
 
 type nodeInitFlags struct {
@@ -109,7 +109,7 @@ func printNodeInit(g *globals, f *nodeInitFlags, id *datadir.Identity) error {
 	out := nodeInitJSON{DataDir: f.data, Name: id.Name, Cluster: id.ClusterID.String(),
 		Incarnation: id.Incarnation.String(), PublicKey: id.PublicKey, Bootstrap: f.bootstrap}
 	if id.RaftID != 0 {
-		out.RaftID = node.HexID(id.RaftID)
+		out.RaftID = raftbridge.ID(id.RaftID).String()
 	}
 	if f.writeOut == "json" {
 		enc := json.NewEncoder(g.stdout)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/raftbus/raftbus/datadir"
 	"github.com/raftbus/raftbus/node"
+	"github.com/raftbus/raftbus/raftbridge"
 	"github.com/raftbus/raftbus/server"
 )
 
@@ -178,7 +179,7 @@ func runUp(cmd *cobra.Command, g *globals, f *upFlags) (err error) {
 		connLog = slog.New(dropBelow(log.Handler(), slog.LevelError))
 	}
 	for i, id := range idents {
-		done := step("starting node %s (raft ID %s)", id.Name, node.HexID(id.RaftID))
+		done := step("starting node %s (raft ID %s)", id.Name, raftbridge.ID(id.RaftID).String())
 		nc, err := connectNode(&connFlags, "raftbus-up-"+id.Name, filepath.Join(dir, id.Name), id, connLog)
 		if err != nil {
 			done(err)
@@ -327,7 +328,7 @@ func upIdentities(dir string, n int) ([]*datadir.Identity, []node.Member, int, e
 func upMembers(idents []*datadir.Identity) []node.Member {
 	ms := make([]node.Member, len(idents))
 	for i, id := range idents {
-		ms[i] = node.Member{ID: id.RaftID, Name: id.Name, Incarnation: id.Incarnation, PublicKey: id.PublicKey}
+		ms[i] = node.Member{ID: raftbridge.ID(id.RaftID), Name: id.Name, Incarnation: id.Incarnation, PublicKey: id.PublicKey}
 	}
 	return ms
 }
@@ -437,7 +438,7 @@ func printUpSummary(out io.Writer, cluster uuid.UUID, servers []*server.Server, 
 		if s == lead {
 			mark = "  (leader)"
 		}
-		fmt.Fprintf(out, "  %-5s %-16s %-36s %s%s\n", id.Name, node.HexID(id.RaftID), id.Incarnation, s.URL(), mark)
+		fmt.Fprintf(out, "  %-5s %-16s %-36s %s%s\n", id.Name, raftbridge.ID(id.RaftID).String(), id.Incarnation, s.URL(), mark)
 	}
 	a, b := servers[0].URL(), servers[len(servers)-1].URL()
 	fmt.Fprintf(out, "\nTry it:\n")
