@@ -58,17 +58,9 @@ func contentKey(c *Committed) string {
 // about to become a member (announced, added at an index not yet
 // confirmed here) may attest; its record counts once it is a voter.
 func (d *Directory) mayAttest(r Record) (reason, problem string) {
-	for _, m := range d.Members {
-		if m.Incarnation != r.Source {
-			continue
-		}
-		switch {
-		case m.PublicKey == "":
-			return RejectNotAuthorized, fmt.Sprintf("committed change: member %s (incarnation %s) has no key on record", m.ID, m.Incarnation)
-		case m.PublicKey != r.Signer:
-			return RejectWrongSource, fmt.Sprintf("committed change: signed by %s, but member %s (incarnation %s) has key %s", r.Signer, m.ID, m.Incarnation, m.PublicKey)
-		case m.Learner:
-			return RejectNotAuthorized, fmt.Sprintf("committed change: written by learner %s, which cannot commit changes", m.ID)
+	if d.isMember(r.Source) {
+		if reason, problem := d.signedByMember(r, true); reason != "" {
+			return reason, "committed change: " + problem
 		}
 		return "", ""
 	}
