@@ -40,20 +40,20 @@ func (m *Manager) runAttester(ctx context.Context) {
 			}
 		}
 		st := m.cfg.Cluster.State()
-		if st.StreamName != s.Name() {
+		if st.Stream.Name != s.Name() {
 			continue
 		}
 		todo := changesToAttest(st, m.self, m.inc)
-		if a != nil && a.created.Equal(st.StreamCreated) && !a.pending(todo) {
+		if a != nil && a.created.Equal(st.Stream.Created) && !a.pending(todo) {
 			continue
 		}
 		info, err := s.Info(ctx)
-		if err != nil || !info.Created.Equal(st.StreamCreated) {
+		if err != nil || !info.Created.Equal(st.Stream.Created) {
 			a = nil // missing or recreated: never written into
 			continue
 		}
-		if a == nil || !a.created.Equal(st.StreamCreated) {
-			if a, err = m.loadAttester(ctx, s, st.StreamCreated); err != nil {
+		if a == nil || !a.created.Equal(st.Stream.Created) {
+			if a, err = m.loadAttester(ctx, s, st.Stream.Created); err != nil {
 				m.log.Debug("reading the membership stream to attest changes", "err", err)
 				a = nil
 				continue
@@ -118,7 +118,7 @@ func changesToAttest(st State, self HexID, inc uuid.UUID) []Committed {
 		}
 		boot = boot && h.Index == uint64(i+1) && (h.Op == OpAdd || h.Op == OpAddLearner) && h.RequestID == ""
 		if voter && !boot {
-			out = append(out, h.Committed)
+			out = append(out, committedOf(h))
 		}
 		if h.Member.ID != self {
 			continue

@@ -17,7 +17,7 @@ func TestChangesToAttest(t *testing.T) {
 		if id == 4 {
 			m.Incarnation = inc
 		}
-		return Settled{Committed: Committed{Index: i, Op: op, Member: m, RequestID: req, Version: i}, Rejected: rejected}
+		return Settled{Index: i, Op: op, Member: m, RequestID: req, Rejected: rejected}
 	}
 	st := State{History: []Settled{
 		h(1, OpAdd, 1, "", ""), h(2, OpAdd, 2, "", ""), // bootstrap

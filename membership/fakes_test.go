@@ -146,7 +146,7 @@ func newFakeRaft(boot ...Member) *fakeRaft {
 		if m.Learner {
 			op = OpAddLearner
 		}
-		f.st.History = append(f.st.History, Settled{Committed: Committed{Index: f.index, Op: op, Member: m, Version: f.index}})
+		f.st.History = append(f.st.History, Settled{Index: f.index, Op: op, Member: m})
 		f.st.Version = f.index
 		f.st.NextID = max(f.st.NextID, m.ID+1)
 	}
@@ -238,7 +238,7 @@ func (f *fakeRaft) decide(d Decision, code, reason string) uint64 {
 	if i, ok := f.member(m.ID); ok && m.Incarnation == uuid.Nil {
 		m = f.st.Members[i]
 	}
-	h := Settled{Committed: Committed{Index: f.index, Op: d.Op, Member: m, RequestID: d.RequestID, Version: f.index}, Seq: d.Seq}
+	h := Settled{Index: f.index, Op: d.Op, Member: m, RequestID: d.RequestID, Seq: d.Seq}
 	if code != "" {
 		h.Rejected, h.Code = reason, code
 		f.st.History = append(f.st.History, h)
@@ -343,7 +343,7 @@ func (n fakeNode) Rebind(_ context.Context, d Decision, _ string, _ time.Time) (
 	f.decisions[d.RequestID]++
 	f.st.Requests[d.RequestID] = f.index
 	f.st.DecidedSeq = 0
-	f.st.History = append(f.st.History, Settled{Committed: Committed{Index: f.index, Op: OpRepairStream, RequestID: d.RequestID}, Seq: d.Seq})
+	f.st.History = append(f.st.History, Settled{Index: f.index, Op: OpRepairStream, RequestID: d.RequestID, Seq: d.Seq})
 	return f.index, nil
 }
 func (n fakeNode) TransferLeadership(context.Context) error {
@@ -411,7 +411,7 @@ func newFake(t *testing.T, voters, learners int) *fakeCluster2 {
 	}
 	c.raft = newFakeRaft(boot...)
 	for _, h := range c.raft.st.History {
-		if err := c.log.view(c.parties[1]).PublishCommitted(context.Background(), h.Committed); err != nil {
+		if err := c.log.view(c.parties[1]).PublishCommitted(context.Background(), committedOf(h)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -460,7 +460,7 @@ func (c *fakeCluster2) check() {
 	st := c.raft.State()
 	outs := c.log.outcomes()
 	for _, r := range c.log.snapshot(KindRequest) {
-		id := requestID(r, st.StreamCreated)
+		id := requestID(r, st.Stream.Created)
 		if n := c.raft.decisions[id]; n != 1 {
 			c.t.Errorf("request %s (seq %d) decided %d times", id, r.Seq, n)
 		}
@@ -512,7 +512,7 @@ func (c *fakeCluster2) attestAll() {
 		for _, inc := range voters {
 			if key := fmt.Sprintf("%s/%d", inc, h.Index); !wrote[key] {
 				wrote[key] = true
-				if err := c.log.view(c.byInc[inc]).PublishCommitted(ctx, h.Committed); err != nil {
+				if err := c.log.view(c.byInc[inc]).PublishCommitted(ctx, committedOf(h)); err != nil {
 					c.t.Fatal(err)
 				}
 			}

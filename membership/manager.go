@@ -11,6 +11,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nkeys"
+
+	"github.com/raftbus/raftbus/raftbridge"
 )
 
 // Cluster is what the manager needs from the local node runtime. The node
@@ -67,37 +69,18 @@ type Decision struct {
 }
 
 // State is the replicated membership a Cluster reports, read at once
-// (never a torn view).
-type State struct {
-	// Version is the Raft index of the last change that took effect: the
-	// same number the stream's committed records carry.
-	Version  uint64
-	Members  []Member
-	NextID   HexID
-	Requests map[string]uint64 // decided request ID -> deciding index
-	// History holds every decided change in log order; Rejected is empty
-	// for changes that took effect.
-	History []Settled
-	// DecidedSeq is the highest stream sequence of a decided request: a
-	// leader reads requests after it.
-	DecidedSeq uint64
-	// RemovedIDs and RemovedIncarnations are the tombstones.
-	RemovedIDs          []HexID
-	RemovedIncarnations []uuid.UUID
-	// StreamName and StreamCreated are the binding; empty when unbound.
-	StreamName    string
-	StreamCreated time.Time
-}
+// (never a torn view): the one membership model, shared with the node
+// runtime (node.MembershipState). State.Version is the index of the last
+// change that took effect, the number committed records carry.
+type State = raftbridge.Membership
 
 // Settled is one entry of the replicated history: a change that took
 // effect, or a request that was rejected (Rejected, Code).
-type Settled struct {
-	Committed
-	Rejected string
-	Code     string
-	// Seq is the stream sequence of the request, 0 for changes that did
-	// not come from the stream (the bootstrap).
-	Seq uint64
+type Settled = raftbridge.Settled
+
+// committedOf is the committed record of a change that took effect.
+func committedOf(h Settled) Committed {
+	return Committed{Index: h.Index, Op: h.Op, Member: h.Member, RequestID: h.RequestID, Version: h.Index}
 }
 
 // RejectionError is returned by Cluster.Change for a rejected change.
@@ -370,7 +353,7 @@ func (m *Manager) processor(s recordLog) *processor {
 // membership operations: an empty stream is never read as "no members".
 func (m *Manager) boundStream(ctx context.Context) (*Stream, error) {
 	st := m.cfg.Cluster.State()
-	if st.StreamName == "" {
+	if st.Stream.Name == "" {
 		s, err := CreateStream(ctx, m.cfg.Stream)
 		if err != nil {
 			return nil, err
@@ -388,7 +371,7 @@ func (m *Manager) boundStream(ctx context.Context) (*Stream, error) {
 	s, err := OpenStream(ctx, m.cfg.Stream)
 	if err != nil {
 		if errors.Is(err, ErrStreamMissing) {
-			m.setProblem(fmt.Sprintf("membership stream %s is missing (the cluster was bound to it, created %s)", st.StreamName, st.StreamCreated.Format(time.RFC3339Nano)))
+			m.setProblem(fmt.Sprintf("membership stream %s is missing (the cluster was bound to it, created %s)", st.Stream.Name, st.Stream.Created.Format(time.RFC3339Nano)))
 		}
 		return nil, err
 	}
@@ -411,15 +394,15 @@ func (m *Manager) checkBinding(ctx context.Context, s *Stream) error {
 	st := m.cfg.Cluster.State()
 	info, err := s.Info(ctx)
 	if errors.Is(err, ErrStreamMissing) {
-		m.setProblem(fmt.Sprintf("membership stream %s is missing (the cluster was bound to it, created %s)", st.StreamName, st.StreamCreated.Format(time.RFC3339Nano)))
+		m.setProblem(fmt.Sprintf("membership stream %s is missing (the cluster was bound to it, created %s)", st.Stream.Name, st.Stream.Created.Format(time.RFC3339Nano)))
 		return err
 	}
 	if err != nil {
 		return err
 	}
-	if s.Name() != st.StreamName || !info.Created.Equal(st.StreamCreated) {
+	if s.Name() != st.Stream.Name || !info.Created.Equal(st.Stream.Created) {
 		m.setProblem(fmt.Sprintf("membership stream %s was recreated: created %s, but the cluster was bound to the one created %s",
-			s.Name(), info.Created.Format(time.RFC3339Nano), st.StreamCreated.Format(time.RFC3339Nano)))
+			s.Name(), info.Created.Format(time.RFC3339Nano), st.Stream.Created.Format(time.RFC3339Nano)))
 		return fmt.Errorf("%w: %s", ErrStreamMismatch, s.Name())
 	}
 	return nil

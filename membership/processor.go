@@ -226,7 +226,7 @@ func (p *processor) publishMissing(ctx context.Context) error {
 	}
 	for _, h := range st.History {
 		if h.Rejected == "" && IsChange(h.Op) && h.Index > d.LastIndex() && !mine[h.Index] {
-			if err := p.log.PublishCommitted(ctx, h.Committed); err != nil {
+			if err := p.log.PublishCommitted(ctx, committedOf(h)); err != nil {
 				return err
 			}
 		}
@@ -284,7 +284,7 @@ func decided(st State, id string) (Settled, bool) {
 	}
 	// Decided, but the history entry is gone (an image older than
 	// histories): the decision stands; nothing more is known.
-	return Settled{Committed: Committed{Index: idx, RequestID: id}}, true
+	return Settled{Index: idx, RequestID: id}, true
 }
 
 // handle decides one request, unless it is decided already, and publishes
@@ -292,7 +292,7 @@ func decided(st State, id string) (Settled, bool) {
 // the stream cannot be reached, never for a request that cannot succeed.
 func (p *processor) handle(ctx context.Context, r Record) error {
 	st := p.cluster.State()
-	id := requestID(r, st.StreamCreated)
+	id := requestID(r, st.Stream.Created)
 	if _, done := decided(st, id); done {
 		return nil // a fact already: never evaluated again
 	}
@@ -423,7 +423,7 @@ func (p *processor) publish(ctx context.Context, id string) error {
 		return fmt.Errorf("membership: request %s is not decided in replicated state", id)
 	}
 	if h.Rejected == "" && IsChange(h.Op) {
-		if err := p.log.PublishCommitted(ctx, h.Committed); err != nil {
+		if err := p.log.PublishCommitted(ctx, committedOf(h)); err != nil {
 			return err
 		}
 		if p.awaitEffective {

@@ -275,7 +275,7 @@ func TestProcessorMalformedRequests(t *testing.T) {
 	c.log.submit(Request{ID: "odd-op", Op: "explode"})
 	c.log.submit(Request{ID: "no-key", Op: OpAdd, Incarnation: newParty(t).inc})
 	c.drain(1)
-	created := c.raft.State().StreamCreated
+	created := c.raft.State().Stream.Created
 	for _, id := range []string{requestID(Record{Seq: bad, Invalid: RejectMalformed}, created), requestID(Record{Seq: dots, Invalid: RejectMalformed}, created), "odd-op", "no-key"} {
 		if o := c.outcome(id); o.Code != CodeInvalid {
 			t.Fatalf("%s: %+v", id, o)

@@ -22,7 +22,7 @@ func (m *Manager) repair(ctx context.Context, s *Stream) (bool, error) {
 	var req *Record
 	for i := range recs {
 		r := &recs[i]
-		if r.Invalid == "" && r.Request.Op == OpRepairStream && requestID(*r, st.StreamCreated) == r.Request.ID {
+		if r.Invalid == "" && r.Request.Op == OpRepairStream && requestID(*r, st.Stream.Created) == r.Request.ID {
 			if _, done := decided(st, r.Request.ID); !done {
 				req = r
 			}

@@ -363,10 +363,10 @@ func (n *Node) snapshot(index uint64, cs *raftpb.ConfState) error {
 }
 
 func (n *Node) takeSnapshot(index uint64, cs *raftpb.ConfState) error {
-	// At a restart the directory is primed with membership changes the
+	// At a restart the directory is primed with membership entries the
 	// apply loop has not reached yet (New, primeMembership); an image taken
 	// now would describe a later index. Wait until the loop has caught up.
-	if v := n.members.Version(); v > index {
+	if v := max(n.primedTo, n.members.Version()); v > index {
 		return fmt.Errorf("%w: membership is primed up to %d, applied %d", errSnapshotDeferred, v, index)
 	}
 	sm, err := n.cfg.StateMachine.Snapshot()

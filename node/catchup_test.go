@@ -29,9 +29,14 @@ func TestNewMemberCatchesUpAfterCompaction(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			// Followers apply, and so compact, a little after the leader.
 			for _, hn := range h.nodes {
-				if fi, _ := hn.node.FirstIndex(); fi < 20 {
-					t.Fatalf("%s has not compacted: first index %d", hn.m.Name, fi)
+				deadline := time.Now().Add(10 * time.Second)
+				for fi, _ := hn.node.FirstIndex(); fi < 20; fi, _ = hn.node.FirstIndex() {
+					if time.Now().After(deadline) {
+						t.Fatalf("%s has not compacted: first index %d", hn.m.Name, fi)
+					}
+					time.Sleep(time.Millisecond)
 				}
 			}
 

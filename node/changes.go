@@ -43,43 +43,14 @@ type MembershipChange struct {
 	ExpectVersion uint64
 }
 
-// MembershipState is a copy of the replicated membership.
-type MembershipState struct {
-	// Version is the index of the last membership entry applied, rejected
-	// ones included; EffectiveVersion that of the last change that took
-	// effect, the version requests are made against.
-	Version             uint64
-	EffectiveVersion    uint64
-	Members             []Member
-	RemovedIDs          []uint64
-	RemovedIncarnations []uuid.UUID
-	// NextID is the Raft ID the next added member gets.
-	NextID uint64
-	// Requests maps settled request IDs to the index that settled them.
-	Requests map[string]uint64
-	History  []Change
-	Stream   *StreamBinding
-	// DecidedSeq is the highest membership stream sequence of a request
-	// decided in replicated state: a new leader reads requests after it.
-	DecidedSeq uint64
-}
+// MembershipState is a copy of the replicated membership, read under one
+// lock: the one model that the membership processor, the CLI and /status
+// use too.
+type MembershipState = raftbridge.Membership
 
 // Membership returns the replicated membership as applied on this node.
 func (n *Node) Membership() MembershipState {
-	img := n.members.image()
-	st := MembershipState{Version: img.Version, EffectiveVersion: img.Effective, Members: img.Members,
-		RemovedIncarnations: img.RemovedIncarnations, Requests: img.Requests, History: img.History,
-		Stream: img.Stream, DecidedSeq: img.DecidedSeq}
-	for _, s := range img.RemovedIDs {
-		id, _ := raftbridge.ParseID(s)
-		st.RemovedIDs = append(st.RemovedIDs, uint64(id))
-	}
-	var maxID raftbridge.ID
-	if img.MaxID != "" {
-		maxID, _ = raftbridge.ParseID(img.MaxID)
-	}
-	st.NextID = uint64(maxID) + 1
-	return st
+	return n.members.image().state()
 }
 
 // ChangeMembership proposes a membership change and waits until it is
@@ -254,39 +225,34 @@ func (n *Node) proposeSystem(ctx context.Context, cmd systemCommand) (uint64, er
 	return r.index, r.err
 }
 
-// applySystem applies a system command; the verdict depends only on
+// applySystem applies a system entry; the verdict depends only on
 // replicated state.
 func (n *Node) applySystem(index uint64, body []byte) error {
+	cmd, err := decodeSystem(index, body)
+	if err != nil {
+		return err
+	}
+	err = n.members.system(index, cmd)
+	switch {
+	case err != nil:
+	case cmd.RebindStream != nil:
+		r := cmd.RebindStream
+		n.log.Warn("cluster rebound to a repaired membership stream", "index", index, "stream", r.Stream.Name, "created", r.Stream.Created, "request", r.RequestID)
+	case cmd.Reject != nil:
+		r := cmd.Reject
+		n.log.Info("membership request rejected", "index", index, "request", r.RequestID, "op", r.Op, "code", r.Code, "reason", r.Reason)
+	case cmd.BindStream != nil:
+		n.log.Info("cluster bound to its membership stream", "stream", cmd.BindStream.Name, "created", cmd.BindStream.Created)
+	}
+	return err
+}
+
+func decodeSystem(index uint64, body []byte) (systemCommand, error) {
 	var cmd systemCommand
 	if err := json.Unmarshal(body, &cmd); err != nil {
-		return fmt.Errorf("node: system entry %d: %w", index, err)
+		return cmd, fmt.Errorf("node: system entry %d: %w", index, err)
 	}
-	if r := cmd.RebindStream; r != nil {
-		err := n.members.rebind(index, *r)
-		if err == nil {
-			n.log.Warn("cluster rebound to a repaired membership stream", "index", index, "stream", r.Stream.Name, "created", r.Stream.Created, "request", r.RequestID)
-		}
-		return err
-	}
-	if r := cmd.Reject; r != nil {
-		err := n.members.reject(index, *r)
-		if err == nil {
-			n.log.Info("membership request rejected", "index", index, "request", r.RequestID, "op", r.Op, "code", r.Code, "reason", r.Reason)
-		}
-		return err
-	}
-	if b := cmd.BindStream; b != nil {
-		n.members.mu.Lock()
-		defer n.members.mu.Unlock()
-		switch cur := n.members.stream; {
-		case cur == nil:
-			n.members.stream = b
-			n.log.Info("cluster bound to its membership stream", "stream", b.Name, "created", b.Created)
-		case cur.Name != b.Name || !cur.Created.Equal(b.Created):
-			return fmt.Errorf("%w: %s created %s (asked: %s created %s)", ErrStreamBound, cur.Name, cur.Created, b.Name, b.Created)
-		}
-	}
-	return nil
+	return cmd, nil
 }
 
 // IsLeader reports whether this node is the leader.

@@ -117,8 +117,8 @@ func TestRejectMembershipReplicated(t *testing.T) {
 	eventually(t, 10*time.Second, l.tick, func() error {
 		for _, hn := range h.nodes {
 			st := hn.node.Membership()
-			if st.Requests["req-1"] != idx || st.DecidedSeq != 42 || len(st.Members) != 3 || st.EffectiveVersion != 3 {
-				return fmt.Errorf("%s: requests %v, decided seq %d, %d members, version %d", hn.m.Name, st.Requests, st.DecidedSeq, len(st.Members), st.EffectiveVersion)
+			if st.Requests["req-1"] != idx || st.DecidedSeq != 42 || len(st.Members) != 3 || st.Version != 3 {
+				return fmt.Errorf("%s: requests %v, decided seq %d, %d members, version %d", hn.m.Name, st.Requests, st.DecidedSeq, len(st.Members), st.Version)
 			}
 		}
 		return nil

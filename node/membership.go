@@ -45,10 +45,14 @@ type confContext struct {
 // snapshot), and it is included in every snapshot, so tombstones survive
 // log compaction. It implements raftbridge.Directory.
 type membership struct {
-	mu          sync.RWMutex
-	members     map[uint64]*Member
-	removedIDs  map[uint64]bool
-	removedIncs map[uuid.UUID]bool
+	mu      sync.RWMutex
+	members map[uint64]*Member
+	// dir holds the members' identities and the tombstones, fed through
+	// the raftbridge membership kit (ApplyConfChangeMember) by every
+	// change that takes effect: the reference node and a kit user's own
+	// raft loop apply membership with the same code. The bridge's lookups
+	// go to it. Its pointer never changes (restore restores it in place).
+	dir *raftbridge.MemDirectory
 	// version is the Raft index of the last applied membership change, the
 	// same on every node that applied it.
 	version uint64
@@ -73,21 +77,9 @@ type membership struct {
 	joining map[uint64]Member
 }
 
-// Change is one settled membership change, as kept in replicated state.
-type Change struct {
-	Index     uint64    `json:"index"`
-	Op        string    `json:"op"` // add, add-learner, promote, remove
-	Member    Member    `json:"member"`
-	RequestID string    `json:"request_id,omitempty"`
-	Time      time.Time `json:"time,omitzero"`
-	// Rejected is the reason the change did not take effect, if it did not,
-	// and Code its short form (see RejectionCode).
-	Rejected string `json:"rejected,omitempty"`
-	Code     string `json:"code,omitempty"`
-	// Seq is the membership stream sequence of the request, 0 if the
-	// change did not come from the stream.
-	Seq uint64 `json:"seq,omitempty"`
-}
+// Change is one settled membership change, as kept in replicated state
+// (and in snapshots, in this JSON form).
+type Change = raftbridge.Settled
 
 // ErrConflict: the request was made against a membership version that is
 // no longer current.
@@ -114,31 +106,24 @@ func RejectionCode(err error) string {
 	return "invalid"
 }
 
-// StreamBinding identifies the JetStream stream that carries this cluster's
-// membership records. It is replicated, so every node can tell when the
-// stream it finds is not the one the cluster was bound to (deleted and
-// recreated, or another cluster's).
-type StreamBinding struct {
-	Name    string    `json:"name"`
-	Created time.Time `json:"created"`
-}
+// StreamBinding identifies the cluster's membership stream.
+type StreamBinding = raftbridge.StreamBinding
 
 func newMembership() *membership {
 	return &membership{
-		members:     map[uint64]*Member{},
-		removedIDs:  map[uint64]bool{},
-		removedIncs: map[uuid.UUID]bool{},
-		requests:    map[string]uint64{},
+		members:  map[uint64]*Member{},
+		dir:      raftbridge.NewMemDirectory(),
+		requests: map[string]uint64{},
 	}
 }
 
 // Incarnation implements raftbridge.Directory.
 func (ms *membership) Incarnation(id uint64) (uuid.UUID, bool) {
+	if inc, ok := ms.dir.Incarnation(id); ok {
+		return inc, true
+	}
 	ms.mu.RLock()
 	defer ms.mu.RUnlock()
-	if m, ok := ms.members[id]; ok {
-		return m.Incarnation, true
-	}
 	if m, ok := ms.joinable()[id]; ok {
 		return m.Incarnation, true
 	}
@@ -156,28 +141,18 @@ func (ms *membership) joinable() map[uint64]Member {
 }
 
 // RemovedID implements raftbridge.Directory.
-func (ms *membership) RemovedID(id uint64) bool {
-	ms.mu.RLock()
-	defer ms.mu.RUnlock()
-	return ms.removedIDs[id]
-}
+func (ms *membership) RemovedID(id uint64) bool { return ms.dir.RemovedID(id) }
 
 // RemovedIncarnation implements raftbridge.Directory.
-func (ms *membership) RemovedIncarnation(inc uuid.UUID) bool {
-	ms.mu.RLock()
-	defer ms.mu.RUnlock()
-	return ms.removedIncs[inc]
-}
+func (ms *membership) RemovedIncarnation(inc uuid.UUID) bool { return ms.dir.RemovedIncarnation(inc) }
 
 // MemberOf implements raftbridge.IncarnationLookup.
 func (ms *membership) MemberOf(inc uuid.UUID) (uint64, bool) {
+	if id, ok := ms.dir.MemberOf(inc); ok {
+		return id, true
+	}
 	ms.mu.RLock()
 	defer ms.mu.RUnlock()
-	for id, m := range ms.members {
-		if m.Incarnation == inc {
-			return id, true
-		}
-	}
 	for id, m := range ms.joinable() {
 		if m.Incarnation == inc {
 			return id, true
@@ -262,6 +237,9 @@ func (ms *membership) decide(index uint64, cc *raftpb.ConfChangeV2, ctx *confCon
 		}
 	}
 	if verdict == nil {
+		verdict = ms.applyKit(cc, ctx)
+	}
+	if verdict == nil {
 		for _, ch := range cc.GetChanges() {
 			ms.apply(ch, ctx)
 		}
@@ -274,6 +252,23 @@ func (ms *membership) decide(index uint64, cc *raftpb.ConfChangeV2, ctx *confCon
 		ms.effective = index
 	}
 	return verdict
+}
+
+// applyKit records a validated change in the directory through the
+// membership kit, whose rules (tombstones, one incarnation per ID, key
+// shape) every raftbus user's raft loop applies too; what it refuses is
+// rejected here as invalid, the same on every node. Caller holds the lock.
+func (ms *membership) applyKit(cc *raftpb.ConfChangeV2, ctx *confContext) error {
+	var m *Member
+	if ctx != nil && ctx.Member != nil && len(cc.GetChanges()) == 1 {
+		named := *ctx.Member
+		named.ID = raftbridge.ID(cc.GetChanges()[0].GetNodeId())
+		m = &named
+	}
+	if _, err := raftbridge.ApplyConfChangeMember(ms.dir, cc, m); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidChange, err)
+	}
+	return nil
 }
 
 // errReplayedRejection marks the verdict of a change settled before.
@@ -290,7 +285,7 @@ func (ms *membership) validate(cc *raftpb.ConfChangeSingle, ctx *confContext) er
 	if ctx != nil && ctx.ExpectVersion != 0 && ctx.ExpectVersion != ms.effective {
 		return fmt.Errorf("%w: membership is at version %d, the request was made against version %d", ErrConflict, ms.effective, ctx.ExpectVersion)
 	}
-	if ms.removedIDs[id] {
+	if ms.dir.RemovedID(id) {
 		return fmt.Errorf("%w: raft ID %s was removed and can never return", ErrTombstoned, raftbridge.ID(id).String())
 	}
 	switch cc.GetType() {
@@ -305,7 +300,7 @@ func (ms *membership) validate(cc *raftpb.ConfChangeSingle, ctx *confContext) er
 			}
 			return nil // promotion of a learner
 		}
-		if ms.removedIncs[ctx.Member.Incarnation] {
+		if ms.dir.RemovedIncarnation(ctx.Member.Incarnation) {
 			return fmt.Errorf("%w: incarnation %s was removed and can never return", ErrTombstoned, ctx.Member.Incarnation)
 		}
 		if exists {
@@ -403,6 +398,35 @@ type Rejection struct {
 	Time      time.Time `json:"time,omitzero"`
 }
 
+// system applies a system entry's command at index: idempotent, so that
+// the apply loop replaying an entry primeMembership applied changes
+// nothing.
+func (ms *membership) system(index uint64, cmd systemCommand) error {
+	switch {
+	case cmd.RebindStream != nil:
+		return ms.rebind(index, *cmd.RebindStream)
+	case cmd.Reject != nil:
+		return ms.reject(index, *cmd.Reject)
+	case cmd.BindStream != nil:
+		return ms.bind(*cmd.BindStream)
+	}
+	return nil
+}
+
+// bind binds the cluster to stream b once; binding again to the same
+// stream is a no-op.
+func (ms *membership) bind(b StreamBinding) error {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	switch cur := ms.stream; {
+	case cur == nil:
+		ms.stream = &b
+	case cur.Name != b.Name || !cur.Created.Equal(b.Created):
+		return fmt.Errorf("%w: %s created %s (asked: %s created %s)", ErrStreamBound, cur.Name, cur.Created, b.Name, b.Created)
+	}
+	return nil
+}
+
 // rebind replaces the stream binding, deciding the repair request; the
 // decided sequence restarts on the new stream. Caller: the apply loop.
 func (ms *membership) rebind(index uint64, r Rebinding) error {
@@ -485,11 +509,7 @@ func (ms *membership) apply(cc *raftpb.ConfChangeSingle, ctx *confContext) {
 			m.AutoPromote = false
 		}
 	case raftpb.ConfChangeRemoveNode:
-		if m, ok := ms.members[id]; ok {
-			ms.removedIncs[m.Incarnation] = true
-			delete(ms.members, id)
-		}
-		ms.removedIDs[id] = true
+		delete(ms.members, id) // the kit tombstoned the ID and its incarnation
 	}
 }
 
@@ -522,11 +542,11 @@ func (ms *membership) image() membershipImage {
 		img.Members = append(img.Members, *m)
 	}
 	slices.SortFunc(img.Members, func(a, b Member) int { return cmp.Compare(a.ID, b.ID) })
-	ids := slices.Sorted(maps.Keys(ms.removedIDs))
+	ids, incs := ms.dir.Tombstones()
 	for _, id := range ids {
 		img.RemovedIDs = append(img.RemovedIDs, raftbridge.ID(id).String())
 	}
-	img.RemovedIncarnations = slices.SortedFunc(maps.Keys(ms.removedIncs), func(a, b uuid.UUID) int { return slices.Compare(a[:], b[:]) })
+	img.RemovedIncarnations = incs
 	if ms.maxID != 0 {
 		img.MaxID = raftbridge.ID(ms.maxID).String()
 	}
@@ -539,23 +559,47 @@ func (ms *membership) image() membershipImage {
 	return img
 }
 
+// state is the image as the one membership model. Histories written
+// before removals and promotions recorded the whole member name only the
+// Raft ID there; state fills in the member as the change that added it
+// named it, so that every row names the incarnation it concerned.
+func (img membershipImage) state() MembershipState {
+	st := MembershipState{Version: img.Effective, Applied: img.Version, Members: img.Members,
+		RemovedIncarnations: img.RemovedIncarnations, Requests: img.Requests, DecidedSeq: img.DecidedSeq}
+	for _, s := range img.RemovedIDs {
+		id, _ := raftbridge.ParseID(s) // checked by restore, written by image
+		st.RemovedIDs = append(st.RemovedIDs, id)
+	}
+	var maxID raftbridge.ID
+	if img.MaxID != "" {
+		maxID, _ = raftbridge.ParseID(img.MaxID)
+	}
+	st.NextID = maxID + 1
+	if img.Stream != nil {
+		st.Stream = *img.Stream
+	}
+	added := map[raftbridge.ID]Member{}
+	st.History = make([]Change, len(img.History))
+	for i, h := range img.History {
+		if h.Rejected == "" && (h.Op == OpAdd || h.Op == OpAddLearner) {
+			added[h.Member.ID] = h.Member
+		} else if m, ok := added[h.Member.ID]; ok && h.Member.Incarnation == uuid.Nil {
+			h.Member = m
+		}
+		st.History[i] = h
+	}
+	return st
+}
+
 func (ms *membership) restore(img membershipImage) error {
 	members := map[uint64]*Member{}
 	for i := range img.Members {
 		m := img.Members[i]
 		members[uint64(m.ID)] = &m
 	}
-	removed := map[uint64]bool{}
-	for _, s := range img.RemovedIDs {
-		id, err := raftbridge.ParseID(s)
-		if err != nil {
-			return err
-		}
-		removed[uint64(id)] = true
-	}
-	incs := map[uuid.UUID]bool{}
-	for _, inc := range img.RemovedIncarnations {
-		incs[inc] = true
+	dir, err := kitDirectory(img)
+	if err != nil {
+		return err
 	}
 	var maxID uint64
 	if img.MaxID != "" {
@@ -571,7 +615,10 @@ func (ms *membership) restore(img membershipImage) error {
 	}
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
-	ms.members, ms.removedIDs, ms.removedIncs, ms.version = members, removed, incs, img.Version
+	if err := ms.dir.Restore(dir.Save()); err != nil {
+		return err
+	}
+	ms.members, ms.version = members, img.Version
 	ms.maxID, ms.requests, ms.history, ms.stream = maxID, requests, img.History, img.Stream
 	ms.decidedSeq, ms.effective = img.DecidedSeq, img.Effective
 	if ms.effective == 0 {
@@ -583,4 +630,26 @@ func (ms *membership) restore(img membershipImage) error {
 		}
 	}
 	return nil
+}
+
+// kitDirectory builds the kit's directory of an image: its tombstones,
+// then its members, refusing an image whose member is tombstoned.
+func kitDirectory(img membershipImage) (*raftbridge.MemDirectory, error) {
+	dir := raftbridge.NewMemDirectory()
+	for _, s := range img.RemovedIDs {
+		id, err := raftbridge.ParseID(s)
+		if err != nil {
+			return nil, err
+		}
+		dir.Remove(uint64(id))
+	}
+	for _, inc := range img.RemovedIncarnations {
+		dir.TombstoneIncarnation(inc)
+	}
+	for _, m := range img.Members {
+		if !dir.Add(m) {
+			return nil, fmt.Errorf("node: membership image: member %s (incarnation %s) is tombstoned or has no incarnation", m.ID, m.Incarnation)
+		}
+	}
+	return dir, nil
 }

@@ -49,6 +49,10 @@ type Node struct {
 	// loop for a snapshot now (capacity 1: one request at a time).
 	confIndex atomic.Uint64
 	snapReq   chan struct{}
+	// primedTo is the index of the last membership entry primeMembership
+	// applied at start (0: none); set before any goroutine starts, read
+	// only after. No snapshot is taken below it.
+	primedTo uint64
 	// failure is why the node stopped itself, if it did (storage or state
 	// machine failure); see Err.
 	failure atomic.Pointer[error]
@@ -218,8 +222,8 @@ func (n *Node) primeMembership(from, to uint64) error {
 			return fmt.Errorf("node: read log [%d, %d]: %w", lo, to, err)
 		}
 		for _, e := range ents {
-			if cc, ctx, ok := decodeConfChange(e); ok {
-				_ = n.members.decide(e.GetIndex(), cc, ctx)
+			if n.primeEntry(e) {
+				n.primedTo = e.GetIndex()
 			}
 			lo = e.GetIndex() + 1
 		}
@@ -228,6 +232,34 @@ func (n *Node) primeMembership(from, to uint64) error {
 		}
 	}
 	return nil
+}
+
+// primeEntry applies e to the directory if it is a membership entry: a
+// ConfChange or a system entry (rejections and stream bindings decide
+// requests too, so skipping them would let a later change of the same
+// request take effect here and not elsewhere). Verdicts are ignored: the
+// apply loop reaches the same ones.
+func (n *Node) primeEntry(e *raftpb.Entry) bool {
+	if cc, ctx, ok := decodeConfChange(e); ok {
+		_ = n.members.decide(e.GetIndex(), cc, ctx)
+		return true
+	}
+	if e.GetType() != raftpb.EntryNormal {
+		return false
+	}
+	if _, ok := decodeProposal(e.GetData()); ok || len(e.GetData()) == 0 {
+		return false
+	}
+	tag, _, body, err := decodeEntry(e.GetData())
+	if err != nil || tag != entryTagSystem {
+		return false
+	}
+	cmd, err := decodeSystem(e.GetIndex(), body)
+	if err != nil {
+		return false
+	}
+	_ = n.members.system(e.GetIndex(), cmd)
+	return true
 }
 
 // runRaft is the Ready loop: the only goroutine that ticks Raft, persists

@@ -8,15 +8,17 @@ import (
 
 // Status is a point-in-time view of a node, served on GET /status.
 type Status struct {
-	ID                string            `json:"id"`
-	Name              string            `json:"name,omitempty"`
-	Incarnation       uuid.UUID         `json:"incarnation"`
-	Cluster           uuid.UUID         `json:"cluster"`
-	State             string            `json:"state"`
-	Term              uint64            `json:"term"`
-	Leader            string            `json:"leader"`
-	Commit            uint64            `json:"commit_index"`
-	Applied           uint64            `json:"applied_index"`
+	ID          string    `json:"id"`
+	Name        string    `json:"name,omitempty"`
+	Incarnation uuid.UUID `json:"incarnation"`
+	Cluster     uuid.UUID `json:"cluster"`
+	State       string    `json:"state"`
+	Term        uint64    `json:"term"`
+	Leader      string    `json:"leader"`
+	Commit      uint64    `json:"commit_index"`
+	Applied     uint64    `json:"applied_index"`
+	// MembershipVersion is the index of the last membership change that
+	// took effect: the version `member list` shows and requests name.
 	MembershipVersion uint64            `json:"membership_version"`
 	Members           []Member          `json:"members"`
 	RemovedIDs        []string          `json:"removed_ids,omitempty"`
@@ -40,7 +42,7 @@ func (n *Node) Status() Status {
 		Leader:            raftbridge.ID(rs.Lead).String(),
 		Commit:            rs.GetCommit(),
 		Applied:           n.applied.current(),
-		MembershipVersion: img.Version,
+		MembershipVersion: img.Effective,
 		Members:           img.Members,
 		RemovedIDs:        img.RemovedIDs,
 		Dropped:           map[string]uint64{},

@@ -187,6 +187,25 @@ func ApplyConfChange(d *MemDirectory, cc raftpb.ConfChangeI) (raftpb.ConfChangeI
 	return applyChanges(d, v2, ctx, ctxErr, cc)
 }
 
+// ApplyConfChangeMember is [ApplyConfChange] for a caller whose ConfChange
+// contexts are in a format of its own: m is the member the context of cc
+// names (nil when it names none), already decoded; cc's Context is not
+// read. The rules, and so the decisions, are those of ApplyConfChange;
+// the reference node applies every committed change through it.
+func ApplyConfChangeMember(d *MemDirectory, cc raftpb.ConfChangeI, m *Member) (raftpb.ConfChangeI, error) {
+	if cc == nil {
+		return noChange(), fmt.Errorf("%w: no change", ErrRefused)
+	}
+	v2 := cc.AsV2()
+	var ctxErr error
+	if m != nil {
+		if err := m.check(); err != nil {
+			m, ctxErr = nil, fmt.Errorf("%w: %v", ErrBadContext, err)
+		}
+	}
+	return applyChanges(d, v2, m, ctxErr, cc)
+}
+
 func applyChanges(d *MemDirectory, v2 *raftpb.ConfChangeV2, ctx *Member, ctxErr error, cc raftpb.ConfChangeI) (raftpb.ConfChangeI, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -1,6 +1,9 @@
 package raftbridge
 
 import (
+	"bytes"
+	"maps"
+	"slices"
 	"sync"
 
 	"github.com/google/uuid"
@@ -184,6 +187,15 @@ func (d *MemDirectory) Members() map[uint64]uuid.UUID {
 		out[k] = v
 	}
 	return out
+}
+
+// Tombstones returns the tombstoned Raft IDs and incarnations, sorted.
+func (d *MemDirectory) Tombstones() ([]uint64, []uuid.UUID) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	ids := slices.Sorted(maps.Keys(d.removedIDs))
+	incs := slices.SortedFunc(maps.Keys(d.removedIncs), func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
+	return ids, incs
 }
 
 // MemberOf implements IncarnationLookup.

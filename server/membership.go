@@ -29,39 +29,8 @@ func (a clusterAdapter) Self() (membership.HexID, uuid.UUID) {
 
 func (a clusterAdapter) Leader() membership.HexID { return membership.HexID(a.n.Leader()) }
 
-func (a clusterAdapter) State() membership.State {
-	ms := a.n.Membership()
-	// The version operators see is that of the last change that took
-	// effect: rejected changes are settled in Raft but recorded in the
-	// stream only as outcomes, so they must not make a request stale.
-	st := membership.State{Version: ms.EffectiveVersion, NextID: membership.HexID(ms.NextID), Requests: ms.Requests,
-		DecidedSeq: ms.DecidedSeq, RemovedIncarnations: ms.RemovedIncarnations}
-	for _, id := range ms.RemovedIDs {
-		st.RemovedIDs = append(st.RemovedIDs, membership.HexID(id))
-	}
-	st.Members = ms.Members
-	// The node records a removal or promotion under the Raft ID alone;
-	// the stream's records name the whole member (incarnation and key),
-	// taken from the change that added it, so that a removed node can
-	// check that a removal names its exact incarnation.
-	byID := map[membership.HexID]membership.Member{}
-	for _, h := range ms.History {
-		m := h.Member
-		if h.Rejected == "" && (h.Op == node.OpAdd || h.Op == node.OpAddLearner) {
-			byID[m.ID] = m
-		} else if added, ok := byID[m.ID]; ok && m.Incarnation == uuid.Nil {
-			m = added
-		}
-		st.History = append(st.History, membership.Settled{
-			Committed: membership.Committed{Index: h.Index, Op: h.Op, Member: m, RequestID: h.RequestID, Version: h.Index},
-			Rejected:  h.Rejected, Code: h.Code, Seq: h.Seq,
-		})
-	}
-	if ms.Stream != nil {
-		st.StreamName, st.StreamCreated = ms.Stream.Name, ms.Stream.Created
-	}
-	return st
-}
+// State is the node's membership: one model, no conversion.
+func (a clusterAdapter) State() membership.State { return a.n.Membership() }
 
 func (a clusterAdapter) Change(ctx context.Context, d membership.Decision) (uint64, error) {
 	idx, err := a.n.ChangeMembership(ctx, node.MembershipChange{RequestID: d.RequestID, Op: d.Op, Member: d.Member,

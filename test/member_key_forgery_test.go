@@ -39,7 +39,7 @@ func TestOneMembersKeyCannotRemoveAnother(t *testing.T) {
 				Member: membership.Member{ID: membership.HexID(victim.RaftID), Name: victim.Name, Incarnation: victim.Incarnation}}})
 		return b
 	}
-	next := c.up()[0].Node().Membership().Version + 1
+	next := c.up()[0].Node().Membership().Applied + 1
 	forge(next, removal(next))     // the next index, as a real change would get
 	forge(1<<40, removal(1<<40))   // far ahead: used to freeze every later change
 	forge(1<<41, []byte(`{"v":1`)) // malformed: when it is counted, the forgeries above were read

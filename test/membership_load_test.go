@@ -81,7 +81,7 @@ var membershipRequests = fault{"membership-requests", 50, func(t *testing.T, c *
 		t.Fatal(err)
 	}
 	lead := c.server(c.leader())
-	if _, err := datadir.SetRaftID(dir, lead.Node().Membership().NextID); err != nil {
+	if _, err := datadir.SetRaftID(dir, uint64(lead.Node().Membership().NextID)); err != nil {
 		t.Fatal(err)
 	}
 	jc, err := nats.Connect(url, nats.MaxReconnects(-1))
