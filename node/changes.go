@@ -84,6 +84,11 @@ func (n *Node) ChangeMembership(ctx context.Context, c MembershipChange) (uint64
 		return 0, err
 	}
 	req := n.nextRequestID()
+	if c.RequestID == "" {
+		// Every change carries a request ID, so that a re-proposal (below)
+		// is decided once.
+		c.RequestID = fmt.Sprintf("node-%s-%x", raftbridge.ID(n.cfg.ID), req)
+	}
 	cctx, err := jsonMarshal(confContext{Request: req, Member: member, RequestID: c.RequestID, Time: time.Now().UTC(),
 		Seq: c.Seq, ExpectVersion: c.ExpectVersion})
 	if err != nil {
@@ -94,15 +99,42 @@ func (n *Node) ChangeMembership(ctx context.Context, c MembershipChange) (uint64
 		Context: cctx,
 	}
 	ch := n.props.register(req)
-	if err := n.raft.ProposeConfChange(ctx, cc); err != nil {
-		n.props.cancel(req)
-		return 0, n.mapRaftErr(err)
-	}
-	r, err := n.await(ctx, req, ch)
+	r, err := n.proposeUntilDecided(ctx, req, ch, func() error { return n.raft.ProposeConfChange(ctx, cc) })
 	if err != nil {
 		return 0, err
 	}
 	return r.index, r.err
+}
+
+// proposeUntilDecided proposes, and proposes again after every election
+// timeout without an answer, until the entry carrying req is applied here.
+// Raft drops a proposal silently: a leader replaces a ConfChange with an
+// empty entry while an earlier one is not yet applied as Raft counts it
+// (the apply loop answers the previous change before the Ready loop
+// advances Raft), and a proposal in flight across a leader change is lost.
+// The request ID in the entry makes every copy after the first decided
+// one a no-op, so re-proposing is safe; the first copy applied answers.
+func (n *Node) proposeUntilDecided(ctx context.Context, req uint64, ch chan result, propose func() error) (result, error) {
+	retry := time.NewTicker(time.Duration(n.cfg.ElectionTicks) * n.cfg.TickInterval)
+	defer retry.Stop()
+	for {
+		if err := propose(); err != nil {
+			n.props.cancel(req)
+			return result{}, n.mapRaftErr(err)
+		}
+		select {
+		case r := <-ch:
+			return r, nil
+		case <-retry.C:
+			n.metrics.proposalRetries.Inc()
+		case <-ctx.Done():
+			n.props.cancel(req)
+			return result{}, ctx.Err()
+		case <-n.stopc:
+			n.props.cancel(req)
+			return result{}, n.stoppedErr()
+		}
+	}
 }
 
 // await waits for the answer to request req.

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"testing"
@@ -149,5 +150,52 @@ func TestAutoPromoteMarkReplicated(t *testing.T) {
 	}
 	if m := ms.members[2]; m.Learner || m.AutoPromote {
 		t.Fatalf("promoted member %+v", m)
+	}
+}
+
+// Raft drops a ConfChange proposed while an earlier one is not yet applied
+// as Raft counts it, replacing it with an empty entry and telling no one;
+// the apply loop answers a change before the Ready loop advances Raft, so
+// an operator's next change right after an answer can land in that window
+// (it hung TestRemovedNodeReplacedOnSameName under load). Membership
+// changes proposed at once all settle: a dropped one is proposed again
+// after an election timeout, and its request ID makes the copies one
+// decision.
+func TestConcurrentMembershipChangesAllSettle(t *testing.T) {
+	h := newHarness(t, nil)
+	h.bootstrap(1)
+	l := h.elect(1)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	const n = 6
+	errs := make(chan error, n)
+	for i := range n {
+		m := newMember(t, uint64(10+i))
+		m.Learner = true
+		go func() {
+			_, err := l.node.AddMember(ctx, m)
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatalf("add learner: %v", err)
+		}
+	}
+	st := l.node.Membership()
+	if len(st.Members) != 1+n {
+		t.Fatalf("%d members, want %d", len(st.Members), 1+n)
+	}
+	effective := 0
+	for _, c := range st.History {
+		if c.Rejected == "" {
+			effective++
+		}
+	}
+	if effective != 1+n {
+		t.Fatalf("%d changes took effect, want %d: %v", effective, 1+n, st.History)
+	}
+	if r := counterValue(l.node.metrics.proposalRetries); r == 0 {
+		t.Log("no change needed a second proposal this time")
 	}
 }

@@ -27,6 +27,9 @@ type metrics struct {
 	snapshotFailures  prometheus.Counter
 	// duplicates counts proposals refused by the sessions table.
 	duplicates prometheus.Counter
+	// proposalRetries counts membership changes proposed again after an
+	// election timeout without an answer (Raft drops proposals silently).
+	proposalRetries prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
@@ -53,6 +56,8 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 			"Local snapshots that failed (a snapshot deferred until the apply loop catches up is not a failure)."))),
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts(opts("proposals_refused_total",
 			"Proposals not applied because their session had already applied them (duplicates, replays) or forgot them."))),
+		proposalRetries: prometheus.NewCounter(prometheus.CounterOpts(opts("membership_proposal_retries_total",
+			"Membership changes proposed again after an election timeout without an answer (Raft drops a proposal across a leader change or while an earlier change is not yet applied)."))),
 	}
 	hasLeader := prometheus.NewGaugeFunc(prometheus.GaugeOpts(opts("has_leader", "1 if a leader is known, else 0.")), func() float64 {
 		return b2f(n.lead.Load() != 0)
@@ -81,7 +86,7 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 		return float64(v)
 	})
 	m.collectors = []prometheus.Collector{voters, m.leaderChanges, m.pending, m.failed, m.applied, m.commands, m.snapshots,
-		m.snapshotsOnDemand, m.snapshotDuration, m.snapshotFailures, m.duplicates, hasLeader, isLeader, committed, appliedTotal}
+		m.snapshotsOnDemand, m.snapshotDuration, m.snapshotFailures, m.duplicates, m.proposalRetries, hasLeader, isLeader, committed, appliedTotal}
 	if reg != nil {
 		for _, c := range m.collectors {
 			_ = reg.Register(c)
