@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/raftbus/raftbus/raftbridge"
 )
 
 // options are the command-line flags.
@@ -41,6 +43,14 @@ type options struct {
 	verbose     bool
 	raftexample float64
 	node        nodeSettings
+
+	skipSnapshot   bool
+	snapshotBytes  int64
+	snapshotWindow int
+	// nodes is the cluster size of sections 2 and 3; scaling runs the
+	// cost-as-work-grows grid instead of them.
+	nodes   int
+	scaling bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -84,6 +94,11 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.Uint64Var(&o.node.SnapshotEntries, "snapshot-entries", 0, "node.Config.SnapshotEntries (0: node default)")
 	fs.Uint64Var(&o.node.MemTableSize, "memtable-size", 0, "raftstore.Options.MemTableSize (0: raftstore default)")
 	fs.BoolVar(&o.node.ExpDeferCommitSync, "exp-defer-commit-sync", false, "EXPERIMENT, not raftbus behaviour: skip Saves that only move the commit index (raft.MustSync false), to measure that proposed change")
+	fs.IntVar(&o.nodes, "nodes", 3, "nodes per cluster in sections 2 and 3")
+	fs.BoolVar(&o.scaling, "scaling", false, "also run the cost-as-work-grows grid: 3, 5 and 7 nodes x 128 B, 1 KiB and 16 KiB values, raftbus and rafthttp, at the largest --clients, one round each")
+	fs.BoolVar(&o.skipSnapshot, "skip-snapshot", false, "skip section 4 (streamed snapshot transfer vs raw NATS)")
+	fs.Int64Var(&o.snapshotBytes, "snapshot-bytes", 1<<30, "snapshot size in section 4 (smoke: 4 MiB)")
+	fs.IntVar(&o.snapshotWindow, "snapshot-window", raftbridge.DefaultSnapshotWindow, "raftbridge.Config.SnapshotWindow in section 4")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -124,6 +139,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		apply("bus-duration", func() { o.busCap = 500 * time.Millisecond })
 		apply("bus-scale", func() { o.busScale = 0.01 })
 		apply("clients", func() { o.clients = []int{1, 16} })
+		apply("snapshot-bytes", func() { o.snapshotBytes = 4 << 20 })
 	}
 	switch {
 	case o.rounds < 1:
@@ -140,6 +156,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, errors.New("--duration must be positive and --warmup not negative")
 	case o.maxOps < 1:
 		return nil, errors.New("--max-ops must be at least 1")
+	case o.nodes < 1 || o.nodes > 9:
+		return nil, errors.New("--nodes must be between 1 and 9")
+	case o.snapshotBytes < 1 || o.snapshotWindow < 1:
+		return nil, errors.New("--snapshot-bytes and --snapshot-window must be positive")
 	case o.replot != "" && o.plotPath == "":
 		return nil, errors.New("--replot needs --plot")
 	}
@@ -162,6 +182,11 @@ raftbus bench: side-by-side benchmark of the raftbus transport.
      latency percentiles, CPU seconds per 1,000 commits, peak RSS per node.
      Each node and the NATS server run as child processes of this binary.
   3. with --nats-cluster, raftbus across a 3-server NATS cluster.
+  4. a --snapshot-bytes snapshot streamed between two raftbridge bridges
+     with file stores over natsbus vs raw NATS publish of the same bytes:
+     throughput ratio and each side's RSS growth (child processes).
+  5. with --scaling, commits/s and CPU per commit of raftbus and rafthttp
+     for 3, 5 and 7 nodes and 128 B, 1 KiB and 16 KiB values.
 
 Rounds alternate the transports (A/B/A/B). Progress goes to stderr, the
 table (or --json) to stdout.`

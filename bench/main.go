@@ -70,6 +70,8 @@ type report struct {
 	Runs     []*clusterRun     `json:"cluster_runs,omitempty"`
 	Summary  []*clusterSummary `json:"cluster_summary,omitempty"`
 	Goals    []goal            `json:"goals,omitempty"`
+	Snapshot *snapResult       `json:"snapshot,omitempty"`
+	Scaling  []scalingRow      `json:"scaling,omitempty"`
 	Seconds  float64           `json:"total_seconds"`
 }
 
@@ -182,9 +184,21 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		}
 		rep.Summary = summarizeClusters(rep.Runs, o.transports, o.clients)
 	}
+	if !o.skipSnapshot {
+		progress("\n== 4. snapshot transfer: streamed with file stores vs raw NATS ==")
+		if rep.Snapshot, err = runSnapshot(ctx, o, root, progress); err != nil {
+			return fmt.Errorf("snapshot section: %w", err)
+		}
+	}
+	if o.scaling {
+		progress("\n== 5. cost as work grows: 3, 5, 7 nodes x 128 B, 1 KiB, 16 KiB ==")
+		if rep.Scaling, err = runScaling(ctx, o, root, progress); err != nil {
+			return fmt.Errorf("scaling section: %w", err)
+		}
+	}
 	if !o.smoke {
 		// Smoke counts are too small for the goals to mean anything.
-		rep.Goals = evaluateGoals(rep.BusSum, rep.Summary, o.clients, o.raftexample)
+		rep.Goals = append(evaluateGoals(rep.BusSum, rep.Summary, o.clients, o.raftexample), snapshotGoals(rep.Snapshot)...)
 	}
 	rep.Seconds = time.Since(began).Seconds()
 
@@ -210,6 +224,8 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		return enc.Encode(rep)
 	}
 	printTables(stdout, rep.Machine, rep.BusSum, rep.PingSum, rep.Summary, rep.Goals, o.rounds, o.via, !o.noSync)
+	printSnapshot(stdout, rep.Snapshot, o.smoke)
+	printScaling(stdout, rep.Scaling)
 	fmt.Fprintf(stdout, "\ntotal %.0fs\n", rep.Seconds)
 	return nil
 }
@@ -223,7 +239,7 @@ func runClusterRound(ctx context.Context, o *options, root, tr string, round int
 		return nil, err
 	}
 	spec := clusterSpec{
-		Transport: tr, Nodes: 3, Dir: dir, NoSync: o.noSync, Node: o.node,
+		Transport: tr, Nodes: o.nodes, Dir: dir, NoSync: o.noSync, Node: o.node,
 		ProfileDir: o.profileDir, Label: label, Verbose: o.verbose, NATSGoMaxProcs: o.natsProcs,
 	}
 	switch tr {

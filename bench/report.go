@@ -271,29 +271,68 @@ func findSummary(sums []*clusterSummary, tr string, clients int) *clusterSummary
 	return nil
 }
 
-// evaluateGoals checks the issue's targets against this run.
+// evaluateGoals checks the targets against this run: those of the first
+// benchmark issue (raftexample, the bus against raw NATS) and those of the
+// performance issue, each a ratio of raftbus to rafthttp in the same run:
+// on one NATS server commits/s >= 1.0 at 16 and 64 clients, p50 at 1
+// client <= 1.10, CPU per commit with the broker <= 1.0 at 64 clients; on
+// a 3-server NATS cluster commits/s >= 0.95 at 64 clients and p50 at 1
+// client <= 1.25. A goal whose runs are missing is not reported.
 func evaluateGoals(bus []busSummary, sums []*clusterSummary, clients []int, raftexample float64) []goal {
 	var gs []goal
 	hi, lo := slices.Max(clients), slices.Min(clients)
-	rb, rh := findSummary(sums, transportRaftbus, hi), findSummary(sums, transportRafthttp, hi)
-	if rb != nil {
+	if rb := findSummary(sums, transportRaftbus, hi); rb != nil {
 		gs = append(gs, goal{
 			Name:  fmt.Sprintf("raftbus commits/s at %d clients vs 2x raftexample (%.0f/s)", hi, raftexample),
 			Value: rb.CommitsPerSec / (2 * raftexample), Target: ">= 1.0", Pass: rb.CommitsPerSec >= 2*raftexample,
 		})
 	}
-	if rb != nil && rh != nil && rh.CommitsPerSec > 0 {
-		r := rb.CommitsPerSec / rh.CommitsPerSec
-		gs = append(gs, goal{Name: fmt.Sprintf("raftbus / rafthttp commits/s at %d clients", hi), Value: r, Target: ">= 1.0", Pass: r >= 1})
+	ratio := func(tr string, n int, of func(*clusterSummary) float64) (float64, bool) {
+		a, b := findSummary(sums, tr, n), findSummary(sums, transportRafthttp, n)
+		if a == nil || b == nil || of(b) <= 0 {
+			return 0, false
+		}
+		return of(a) / of(b), true
 	}
-	rb1, rh1 := findSummary(sums, transportRaftbus, lo), findSummary(sums, transportRafthttp, lo)
-	if rb1 != nil {
-		p50 := float64(rb1.Latency.P50) / 1000
-		gs = append(gs, goal{Name: fmt.Sprintf("raftbus p50 latency at %d client (ms)", lo), Value: p50, Target: "<= 1.0", Pass: p50 <= 1})
+	commits := func(s *clusterSummary) float64 { return s.CommitsPerSec }
+	p50 := func(s *clusterSummary) float64 { return float64(s.Latency.P50) }
+	cpu := func(s *clusterSummary) float64 { return s.CPUPer1kTotal }
+	type target struct {
+		tr, topology string
+		clients      int
+		what         string
+		of           func(*clusterSummary) float64
+		limit        float64
+		atMost       bool
 	}
-	if rb1 != nil && rh1 != nil && rh1.Latency.P50 > 0 {
-		r := float64(rb1.Latency.P50) / float64(rh1.Latency.P50)
-		gs = append(gs, goal{Name: fmt.Sprintf("raftbus / rafthttp p50 latency at %d client", lo), Value: r, Target: "<= 1.0", Pass: r <= 1})
+	targets := []target{
+		{transportRaftbus, "one NATS server", 16, "commits/s", commits, 1.0, false},
+		{transportRaftbus, "one NATS server", 64, "commits/s", commits, 1.0, false},
+		{transportRaftbus, "one NATS server", lo, "p50 latency", p50, 1.10, true},
+		{transportRaftbus, "one NATS server", 64, "CPU per commit with the broker", cpu, 1.0, true},
+		{transportNATS3, "3-server NATS cluster", 64, "commits/s", commits, 0.95, false},
+		{transportNATS3, "3-server NATS cluster", lo, "p50 latency", p50, 1.25, true},
+	}
+	if !slices.Contains(clients, 16) || !slices.Contains(clients, 64) {
+		// A run with other client counts still judges its extremes.
+		targets = append(targets[:0:0], target{transportRaftbus, "one NATS server", hi, "commits/s", commits, 1.0, false},
+			target{transportRaftbus, "one NATS server", lo, "p50 latency", p50, 1.10, true},
+			target{transportRaftbus, "one NATS server", hi, "CPU per commit with the broker", cpu, 1.0, true},
+			target{transportNATS3, "3-server NATS cluster", hi, "commits/s", commits, 0.95, false},
+			target{transportNATS3, "3-server NATS cluster", lo, "p50 latency", p50, 1.25, true})
+	}
+	for _, t := range targets {
+		r, ok := ratio(t.tr, t.clients, t.of)
+		if !ok {
+			continue
+		}
+		g := goal{Name: fmt.Sprintf("%s: raftbus / rafthttp %s at %d client(s)", t.topology, t.what, t.clients), Value: r}
+		if t.atMost {
+			g.Target, g.Pass = fmt.Sprintf("<= %.2f", t.limit), r <= t.limit
+		} else {
+			g.Target, g.Pass = fmt.Sprintf(">= %.2f", t.limit), r >= t.limit
+		}
+		gs = append(gs, g)
 	}
 	for _, b := range bus {
 		gs = append(gs, goal{Name: fmt.Sprintf("bus / raw NATS msgs/s, %d B entries", b.EntrySize), Value: b.Ratio, Target: ">= 0.8", Pass: b.Ratio >= 0.8})

@@ -48,6 +48,8 @@ type Bridge struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	closed atomic.Bool
+	// processCtx is the context Process calls share (processContext).
+	processCtx atomic.Pointer[processDeadline]
 	// inflight is read-locked by every delivery from the bus; Close
 	// write-locks it once, so that when Close returns no delivery is still
 	// calling into Raft.

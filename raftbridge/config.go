@@ -72,17 +72,29 @@ type Config struct {
 	// same reason; drops in between are only counted. Default 10 s.
 	DropLogInterval time.Duration
 	// ProcessTimeout bounds each call to Raft.Process (the deadline of its
-	// context): every message has a budget of its own, so a slow step
-	// costs at most that message, not the rest of its envelope.
+	// context): every message has a budget of its own, between half of it
+	// and all of it (calls within half a timeout share one context), so a
+	// slow step costs at most that message, not the rest of its envelope.
 	// Default 1 s.
 	ProcessTimeout time.Duration
 
-	// MaxSnapshotBytes bounds the memory the receiver buffers for
-	// snapshots, over all transfers in progress: a snapshot claiming more
-	// is refused at its first chunk, and a transfer whose data would take
-	// the buffers beyond it fails. Buffers grow as chunks arrive, never
-	// from the size a chunk claims. Default 1 GiB.
+	// MaxSnapshotBytes bounds the snapshots the receiver takes. A snapshot
+	// claiming more is refused at its first chunk. Without a
+	// SnapshotStore it bounds the memory buffered for snapshots, over all
+	// transfers in progress: a transfer whose data would take the buffers
+	// beyond it fails, and buffers grow as chunks arrive, never from the
+	// size a chunk claims. With a SnapshotStore it bounds each snapshot's
+	// file (the store bounds how many there are) and no buffer is held.
+	// Default 1 GiB.
 	MaxSnapshotBytes int64
+	// SnapshotStore, if set, streams snapshot data between the store and
+	// the bus chunk by chunk, so that neither side holds a snapshot in
+	// memory: the Snapshot.Data of every MsgSnap, outgoing and incoming, is
+	// then a reference in the store (see SnapshotStore), and each transfer
+	// holds O(chunk) memory on both sides. FileSnapshotStore keeps them in
+	// a directory. Default (nil): Snapshot.Data is the data, sent from and
+	// reassembled in memory.
+	SnapshotStore SnapshotStore
 	// SnapshotWindow is how many chunks may be unacknowledged. Default 4.
 	SnapshotWindow int
 	// SnapshotTimeout abandons a transfer that made no progress for this

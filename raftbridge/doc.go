@@ -64,7 +64,11 @@
 //     raft.Node.ApplyConfChange: the same one, or, if the directory refuses
 //     it (a tombstoned ID or incarnation comes back, an ID held by another
 //     incarnation), one raft ignores, so that raft and the directory agree
-//     on every node.
+//     on every node. [ApplyConfChangeMember] is the same for a loop whose
+//     contexts have a format of its own: it takes the decoded member. The
+//     reference node applies every committed change through it (after its
+//     own checks: request de-duplication, last voter), and its bridge
+//     consults that MemDirectory, so both paths are one.
 //   - [MemDirectory.Save] is an image of the directory to store in every
 //     snapshot beside the application's state; [MemDirectory.Restore]
 //     loads it when a snapshot is restored (on restart, or received from
@@ -178,9 +182,9 @@
 // stepFollower), so dropping a whole batch for one of them turned one
 // unexpected message into a stall of thousands. The leader answers a
 // forwarded MsgReadIndex To the original requester; Send routes that like
-// any message to a member. Likewise each message has its own ProcessTimeout,
-// so a raft loop that stalls costs the message being stepped, not the
-// envelope's tail.
+// any message to a member. Likewise each message has a ProcessTimeout
+// budget of its own (at least half of it), so a raft loop that stalls
+// costs the message being stepped, not the envelope's tail.
 //
 // Snapshot chunks and acknowledgements go through checks 1 to 9; chunks
 // then through the transfer's own checks (see below).
@@ -304,6 +308,55 @@
 //     raftbus_transport_snapshots_received_total, not drops) and
 //     SnapshotFailure at the sender. The receiver remembers each
 //     sender's last outcome for a while to repeat a lost final ack.
+//
+// # Streaming snapshots through a SnapshotStore
+//
+// By default the sender chunks Snapshot.Data from memory and the receiver
+// reassembles it in memory (up to MaxSnapshotBytes over all transfers in
+// progress). With Config.SnapshotStore set, neither side holds a snapshot
+// in memory; the wire protocol above is unchanged, so a bridge with a
+// store and one without interoperate (the one without still buffers):
+//
+//   - The application keeps its snapshots in the store and puts the
+//     store's reference, not the data, in raftpb.Snapshot.Data (with
+//     FileSnapshotStore: the reference Save returns). Raft's storage, its
+//     messages and the MsgSnap marshalled on the raft loop then carry a
+//     few dozen bytes.
+//   - The sender resolves the reference with SnapshotStore.Open, per
+//     attempt, and reads the source chunk by chunk with ReadAt straight
+//     into each chunk envelope; a resend after a gap or a stall re-reads
+//     its range. The size and CRC32C in every chunk come from the source
+//     (FileSnapshotStore records them in the reference), so no pass over
+//     the data precedes the transfer. A reference the store refuses fails
+//     the transfer (SnapshotFailure), as a bad reference must never panic.
+//   - The receiver calls SnapshotStore.Create at chunk 0 (after the checks
+//     above and the MaxSnapshotBytes bound, which with a store bounds each
+//     snapshot); a refusal is a "failed" ack. Chunks accepted in order are
+//     added to a running CRC32C and written to the sink in order by a
+//     writer goroutine of the transfer through a queue of a few chunks, so
+//     that writing overlaps receiving; when the store falls behind, the
+//     receiver stops accepting and the sender's window holds the rest
+//     back. A transfer holds O(chunk) memory, never O(snapshot).
+//   - After the last chunk, a size or checksum mismatch fails the transfer
+//     and aborts the sink (no partial file is left); otherwise the apply
+//     goroutine commits the sink (fsync, close, for FileSnapshotStore a
+//     rename and a directory fsync) and hands the node a MsgSnap whose
+//     Snapshot.Data is the reference Commit returned. SnapshotReceiver
+//     gets that reference too: it opens the snapshot in the store to
+//     restore it. A commit error is reported like a node's refusal.
+//   - A transfer abandoned for any reason (superseded by a newer one from
+//     the same sender, sender replaced or tombstoned, no chunk within
+//     SnapshotTimeout, a lying chunk, the bridge closing) aborts its sink.
+//
+// FileSnapshotStore keeps one file per snapshot in a directory, named only
+// from validated numbers (term, index and a random id, in hex) and opened
+// through an os.Root, so that no reference reaches outside it; its
+// versioned 40-byte reference format is documented on the type. It keeps
+// the newest Retain complete snapshots, allows MaxPartial snapshots being
+// written at once, and removes partial files left by a crash when opened.
+// While it receives, it starts writeback every 8 MiB and drops the data
+// written before from the page cache (Linux), so that a transfer neither
+// fills the page cache with a snapshot nor leaves a long fsync for its end.
 //
 // # Wire format
 //

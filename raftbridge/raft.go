@@ -35,7 +35,9 @@ type Raft interface {
 // can persist the snapshot durably before stepping it into Raft.
 //
 // ReceiveSnapshot is called from a goroutine of its own with a MsgSnap whose
-// Snapshot.Data holds the complete, checksum-verified data; ctx expires after
+// Snapshot.Data holds the complete, checksum-verified data, or, with a
+// Config.SnapshotStore, the store's reference to it (durable in the store
+// by then); ctx expires after
 // Config.SnapshotApplyTimeout. Only when it returns nil does the receiver
 // acknowledge the transfer, and only that acknowledgement makes the sender
 // report raft.SnapshotFinish; an error makes the sender report

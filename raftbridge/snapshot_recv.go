@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/raft/v3/raftpb"
@@ -37,7 +38,10 @@ type inTransfer struct {
 	size     uint64
 	crc      uint32
 	msg      *raftpb.Message // decoded from chunk 0's metadata
-	buf      []byte          // grows as chunks arrive (grow), never from size
+	buf      []byte          // grows as chunks arrive (grow), never from size; without a store
+	sink     *asyncSink      // with a SnapshotStore: where the chunks go, nil once handed on
+	written  uint64          // bytes received in order
+	sum      uint32          // running CRC-32C of the bytes received
 	next     uint32          // chunks received in order
 	last     time.Time       // last accepted chunk
 	applying bool            // complete and handed to the node
@@ -89,6 +93,11 @@ func (r *snapReceiver) run() {
 	for {
 		select {
 		case <-b.ctx.Done():
+			// Closing: discard the partial snapshots (one being applied
+			// belongs to its apply goroutine).
+			for _, t := range r.transfers {
+				r.discard(t)
+			}
 			return
 		case c := <-r.chunks:
 			r.handle(c)
@@ -147,12 +156,21 @@ func (r *snapReceiver) handle(c *snapChunk) {
 		r.ack(from, t.id, t.index, ackProgress, t.next) // duplicate
 	case c.Chunk > t.next:
 		r.ack(from, t.id, t.index, ackGap, t.next)
-	case uint64(len(t.buf))+uint64(len(c.Data)) > t.size || (c.Chunk+1 < t.chunks && len(c.Data) == 0):
+	case t.written+uint64(len(c.Data)) > t.size || (c.Chunk+1 < t.chunks && len(c.Data) == 0):
 		r.dropLying(c, t, "chunk sizes do not add up to the snapshot size")
-	case !r.grow(t, len(c.Data)):
+	case t.sink == nil && !r.grow(t, len(c.Data)):
 		r.fail(t, fmt.Sprintf("the snapshots being received would buffer more than MaxSnapshotBytes %d", b.cfg.MaxSnapshotBytes))
 	default:
-		t.buf = append(t.buf, c.Data...)
+		if t.sink != nil {
+			if err := t.sink.write(b.ctx, c.Data); err != nil {
+				r.fail(t, "writing to the snapshot store: "+err.Error())
+				return
+			}
+			t.sum = crc32.Update(t.sum, castagnoli, c.Data)
+		} else {
+			t.buf = append(t.buf, c.Data...)
+		}
+		t.written += uint64(len(c.Data))
 		t.next++
 		t.last = time.Now()
 		if t.next < t.chunks {
@@ -221,6 +239,20 @@ func (r *snapReceiver) begin(c *snapChunk) *inTransfer {
 		from: from, id: c.Transfer, term: c.Term, index: c.Index, chunks: c.Chunks,
 		size: c.Size, crc: c.CRC, msg: m, last: time.Now(),
 	}
+	if store := b.cfg.SnapshotStore; store != nil {
+		sink, err := store.Create(SnapshotTransfer{From: from.ID, Term: c.Term, Index: c.Index, Size: int64(c.Size)})
+		if err != nil {
+			b.meter.snapshotReceived(b.peerKey(from.ID), SnapshotFailed)
+			b.log.Warn("raftbridge: snapshot refused",
+				slog.String("peer_id", hexID(from.ID)),
+				slog.String("peer_incarnation", from.Incarnation.String()),
+				slog.Uint64("index", c.Index), slog.Uint64("bytes", c.Size),
+				slog.String("why", "the snapshot store refused it: "+err.Error()))
+			r.ack(from, c.Transfer, c.Index, ackFailed, 0)
+			return nil
+		}
+		t.sink = newAsyncSink(sink)
+	}
 	r.transfers[from.ID] = t
 	delete(r.finished, from.ID)
 	return t
@@ -228,26 +260,35 @@ func (r *snapReceiver) begin(c *snapChunk) *inTransfer {
 
 // complete verifies a fully received snapshot and hands it to the node on
 // a goroutine of its own (persisting 50 MiB may take a while and must not
-// hold up the bus).
+// hold up the bus). With a SnapshotStore that goroutine first commits the
+// sink (fsync) and hands the node the reference the store returns.
 func (r *snapReceiver) complete(t *inTransfer) {
 	b := r.b
-	if uint64(len(t.buf)) != t.size || crc32.Checksum(t.buf, castagnoli) != t.crc {
+	sum := t.sum
+	if t.sink == nil {
+		sum = crc32.Checksum(t.buf, castagnoli)
+	}
+	if t.written != t.size || sum != t.crc {
 		r.fail(t, "checksum mismatch")
 		return
 	}
 	t.applying = true
 	m := t.msg
 	m.Snapshot.Data = t.buf
+	sink := t.sink
+	t.sink = nil // the apply goroutine's now
 	b.meter.received(b.peerKey(t.from.ID), 1, 0, 0)
 	from, id := t.from.ID, t.id
 	ok := b.spawn(func() {
 		ctx, cancel := context.WithTimeout(b.ctx, b.cfg.SnapshotApplyTimeout)
 		defer cancel()
-		var err error
-		if sr, ok := b.cfg.Raft.(SnapshotReceiver); ok {
-			err = sr.ReceiveSnapshot(ctx, m)
-		} else {
-			err = b.cfg.Raft.Process(ctx, m)
+		err := commitSink(sink, m)
+		if err == nil {
+			if sr, ok := b.cfg.Raft.(SnapshotReceiver); ok {
+				err = sr.ReceiveSnapshot(ctx, m)
+			} else {
+				err = b.cfg.Raft.Process(ctx, m)
+			}
 		}
 		select {
 		case r.results <- applyResult{from: from, id: id, err: err}:
@@ -256,7 +297,104 @@ func (r *snapReceiver) complete(t *inTransfer) {
 	})
 	if ok {
 		r.ack(t.from, t.id, t.index, ackApplying, t.chunks)
+	} else if sink != nil {
+		_ = sink.abort() // closing
 	}
+}
+
+// commitSink makes a received snapshot durable in the store (fsync) and
+// puts the store's reference in m. Without a store (nil) m has the data.
+func commitSink(sink *asyncSink, m *raftpb.Message) error {
+	if sink == nil {
+		return nil
+	}
+	ref, err := sink.commit()
+	if err != nil {
+		return fmt.Errorf("committing to the snapshot store: %w", err)
+	}
+	m.Snapshot.Data = ref
+	return nil
+}
+
+// sinkQueueLen bounds the chunks waiting to be written to a transfer's
+// sink (each below MaxEnvelopeBytes).
+const sinkQueueLen = 4
+
+// asyncSink writes a transfer's chunks to its SnapshotSink on a goroutine
+// of its own, so that the receiver goroutine validates and acknowledges
+// the next chunk while the store writes this one. The queue is bounded:
+// when the store falls behind, write blocks the receiver goroutine, which
+// then stops acknowledging, and the sender's window holds the rest back.
+// A write error is returned by a later write and by commit. Every owner
+// ends it with commit or abort, which wait for the goroutine.
+type asyncSink struct {
+	sink   SnapshotSink
+	q      chan []byte
+	done   chan struct{}
+	failed atomic.Bool // err is set
+	skip   atomic.Bool // aborting: discard what is queued
+	err    error       // written by the goroutine before failed and done
+	ended  bool
+}
+
+func newAsyncSink(s SnapshotSink) *asyncSink {
+	a := &asyncSink{sink: s, q: make(chan []byte, sinkQueueLen), done: make(chan struct{})}
+	go a.loop()
+	return a
+}
+
+func (a *asyncSink) loop() {
+	defer close(a.done)
+	for p := range a.q {
+		if a.failed.Load() || a.skip.Load() {
+			continue
+		}
+		if _, err := a.sink.Write(p); err != nil {
+			a.err = err
+			a.failed.Store(true)
+		}
+	}
+}
+
+// write queues p, which must not change afterwards.
+func (a *asyncSink) write(ctx context.Context, p []byte) error {
+	if a.failed.Load() {
+		return a.err
+	}
+	select {
+	case a.q <- p:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// finish waits for the queued writes and returns the first error.
+func (a *asyncSink) finish() error {
+	if !a.ended {
+		a.ended = true
+		close(a.q)
+	}
+	<-a.done
+	return a.err
+}
+
+func (a *asyncSink) commit() ([]byte, error) {
+	if err := a.finish(); err != nil {
+		_ = a.sink.Abort()
+		return nil, err
+	}
+	ref, err := a.sink.Commit()
+	if err != nil {
+		_ = a.sink.Abort()
+	}
+	return ref, err
+}
+
+func (a *asyncSink) abort() error {
+	a.skip.Store(true)
+	_ = a.finish()
+	return a.sink.Abort()
 }
 
 // applied finishes a transfer once the node has taken (or refused) it.
@@ -304,11 +442,24 @@ func (r *snapReceiver) release(t *inTransfer) {
 	r.buffered -= int64(cap(t.buf))
 }
 
-// abandon forgets a transfer and releases its buffer.
+// discard releases what a transfer holds: its buffer, or its sink, whose
+// partial data the store removes.
+func (r *snapReceiver) discard(t *inTransfer) {
+	r.release(t)
+	if t.sink != nil {
+		if err := t.sink.abort(); err != nil {
+			r.b.log.Warn("raftbridge: discarding a partial snapshot failed",
+				slog.String("peer_id", hexID(t.from.ID)), slog.Uint64("index", t.index), slog.String("error", err.Error()))
+		}
+		t.sink = nil
+	}
+}
+
+// abandon forgets a transfer and discards what it holds.
 func (r *snapReceiver) abandon(t *inTransfer, result SnapshotResult, why string) {
 	b := r.b
 	delete(r.transfers, t.from.ID)
-	r.release(t)
+	r.discard(t)
 	b.meter.snapshotReceived(b.peerKey(t.from.ID), result)
 	b.log.Warn("raftbridge: snapshot transfer abandoned",
 		slog.String("peer_id", hexID(t.from.ID)),

@@ -1,10 +1,14 @@
 package raftbridge
 
 import (
+	"errors"
+	"fmt"
 	"hash/crc32"
+	"io"
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -29,14 +33,16 @@ type snapSenders struct {
 }
 
 // snapJob is one MsgSnap to deliver. meta was marshalled on the raft loop;
-// data is the snapshot's data, immutable by raft's contract, so it is read
-// from the sender goroutine without a copy.
+// data is the snapshot's data (with a SnapshotStore, its reference),
+// immutable by raft's contract, so it is read from the sender goroutine
+// without a copy.
 type snapJob struct {
 	to    wire.Endpoint
 	meta  []byte
 	data  []byte
 	term  uint64
 	index uint64
+	size  int64 // of the data sent, set by transfer
 }
 
 // snapSender owns the transfers to one destination, one at a time.
@@ -166,7 +172,7 @@ func (sn *snapSender) run() {
 			slog.String("peer_incarnation", job.to.Incarnation.String()),
 			slog.Uint64("index", job.index),
 			slog.Uint64("term", job.term),
-			slog.Int("bytes", len(job.data)),
+			slog.Int64("bytes", job.size),
 			slog.Duration("duration", time.Since(start)),
 			slog.String("result", string(result)),
 		}
@@ -199,13 +205,25 @@ const supersededReason = "superseded by a newer snapshot"
 // progress resends from the last acknowledged chunk. The transfer ends with
 // the receiver's done or failed ack, or after SnapshotTimeout without
 // progress.
+//
+// The data is read chunk by chunk (snapData): from memory, or, with a
+// SnapshotStore, from the store's source straight into each chunk
+// envelope, re-read when a resend goes back; only the window's envelopes
+// are in memory.
 func (sn *snapSender) transfer(job *snapJob) (SnapshotResult, string) {
 	b := sn.b
 	chunkSize := b.cfg.MaxEnvelopeBytes - chunkOverhead - len(job.meta)
 	if chunkSize < 1 {
 		return SnapshotFailed, "snapshot metadata does not fit in an envelope"
 	}
-	nchunks := max(1, (len(job.data)+chunkSize-1)/chunkSize)
+	data, err := b.openSnapData(job.data)
+	if err != nil {
+		return SnapshotFailed, err.Error()
+	}
+	defer data.close()
+	size := data.size()
+	job.size = size
+	nchunks := max(1, (size+int64(chunkSize)-1)/int64(chunkSize))
 	if nchunks > math.MaxUint32 {
 		return SnapshotFailed, "snapshot has too many chunks"
 	}
@@ -217,8 +235,8 @@ func (sn *snapSender) transfer(job *snapJob) (SnapshotResult, string) {
 		Term:     job.term,
 		Index:    job.index,
 		Chunks:   chunks,
-		Size:     uint64(len(job.data)),
-		CRC:      crc32.Checksum(job.data, castagnoli),
+		Size:     uint64(size),
+		CRC:      data.crc(),
 	}
 	var acked, next uint32 // chunks acknowledged in order; next chunk to send
 	var rewound int64 = -1 // chunk a gap ack last sent us back to
@@ -233,14 +251,17 @@ func (sn *snapSender) transfer(job *snapJob) (SnapshotResult, string) {
 		}
 		for next < chunks && (next < acked || next-acked < window) {
 			c.Chunk = next
-			off := int(next) * chunkSize
-			c.Data = job.data[off:min(off+chunkSize, len(job.data))]
+			off := int64(next) * int64(chunkSize)
+			n := int(min(int64(chunkSize), size-off))
 			c.Meta = nil
 			if next == 0 {
 				c.Meta = job.meta
 			}
 			c.DirectoryVersion = b.cfg.Directory.Version()
-			buf := appendSnapChunk(make([]byte, 0, chunkOverhead+len(c.Meta)+len(c.Data)), &c)
+			buf := appendSnapChunkHead(make([]byte, 0, chunkOverhead+len(c.Meta)+n), &c, n)
+			if buf, err = data.appendChunk(buf, off, n); err != nil {
+				return SnapshotFailed, "reading the snapshot: " + err.Error()
+			}
 			if err := b.cfg.Bus.Send(job.to.Incarnation, bus.KindSnap, buf); err != nil {
 				// The bus is full or down: wait for the next tick rather
 				// than spin; the progress timeout ends a hopeless transfer.
@@ -304,6 +325,65 @@ func (sn *snapSender) transfer(job *snapJob) (SnapshotResult, string) {
 		}
 	}
 }
+
+// snapData is the data of an outgoing snapshot, read one chunk at a time.
+type snapData interface {
+	size() int64
+	crc() uint32
+	// appendChunk appends the n bytes at off to dst, which has room.
+	appendChunk(dst []byte, off int64, n int) ([]byte, error)
+	close()
+}
+
+// openSnapData resolves an outgoing MsgSnap's Snapshot.Data: the data
+// itself without a SnapshotStore, else a reference to open in the store.
+func (b *Bridge) openSnapData(data []byte) (snapData, error) {
+	store := b.cfg.SnapshotStore
+	if store == nil {
+		return memSnapData(data), nil
+	}
+	src, err := store.Open(data)
+	if err != nil {
+		return nil, fmt.Errorf("opening the snapshot in the store: %w", err)
+	}
+	if src.Size() < 0 {
+		src.Close()
+		return nil, fmt.Errorf("the store's snapshot has a negative size %d", src.Size())
+	}
+	return &storeSnapData{src: src}, nil
+}
+
+// memSnapData is data held in memory, as raft handed it over.
+type memSnapData []byte
+
+func (d memSnapData) size() int64 { return int64(len(d)) }
+func (d memSnapData) crc() uint32 { return crc32.Checksum(d, castagnoli) }
+func (d memSnapData) appendChunk(dst []byte, off int64, n int) ([]byte, error) {
+	return append(dst, d[off:off+int64(n)]...), nil
+}
+func (memSnapData) close() {}
+
+// storeSnapData reads a SnapshotStore's source straight into each chunk
+// envelope.
+type storeSnapData struct {
+	src SnapshotSource
+}
+
+func (d *storeSnapData) size() int64 { return d.src.Size() }
+func (d *storeSnapData) crc() uint32 { return d.src.CRC32C() }
+func (d *storeSnapData) appendChunk(dst []byte, off int64, n int) ([]byte, error) {
+	l := len(dst)
+	dst = slices.Grow(dst, n)[:l+n]
+	k, err := d.src.ReadAt(dst[l:], off)
+	if k == n {
+		return dst, nil // io.ReaderAt may return io.EOF with the last bytes
+	}
+	if err == nil || errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF
+	}
+	return nil, err
+}
+func (d *storeSnapData) close() { d.src.Close() }
 
 // destinationChanged reports why a transfer's destination is no longer the
 // incarnation it was resolved to, or "" if it still is.

@@ -39,6 +39,13 @@ const chunkFixedSize = 8 + 8 + 8 + 4 + 4 + 8 + 4
 const chunkOverhead = wire.HeaderSize + chunkFixedSize + 2*binary.MaxVarintLen64
 
 func appendSnapChunk(dst []byte, c *snapChunk) []byte {
+	return append(appendSnapChunkHead(dst, c, len(c.Data)), c.Data...)
+}
+
+// appendSnapChunkHead appends all of a chunk envelope but its data, which
+// is dataLen bytes long and follows, for a caller reading the data in
+// place (c.Data is ignored).
+func appendSnapChunkHead(dst []byte, c *snapChunk, dataLen int) []byte {
 	h := c.Header
 	h.Kind = wire.EnvelopeSnapChunk
 	dst = wire.AppendHeader(dst, &h)
@@ -51,8 +58,7 @@ func appendSnapChunk(dst []byte, c *snapChunk) []byte {
 	dst = binary.BigEndian.AppendUint32(dst, c.CRC)
 	dst = binary.AppendUvarint(dst, uint64(len(c.Meta)))
 	dst = append(dst, c.Meta...)
-	dst = binary.AppendUvarint(dst, uint64(len(c.Data)))
-	return append(dst, c.Data...)
+	return binary.AppendUvarint(dst, uint64(dataLen))
 }
 
 func decodeSnapChunk(h wire.Header, body []byte) (*snapChunk, error) {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -164,4 +165,116 @@ func benchRaw(b *testing.B, size int) {
 	elapsed := time.Since(start)
 	b.StopTimer()
 	report(b, received.Load(), size, elapsed)
+}
+
+// BenchmarkPingPong measures the round trip of one payload A -> B -> A,
+// B answering from its receive path, with one payload in flight: the
+// latency Raft sees at one client. "queued" is the default bus (Send hands
+// the payload to the destination's sender goroutine), "inline" is
+// Config.InlinePublish, "raw" is nats.go publish from a subscription
+// callback.
+func BenchmarkPingPong(b *testing.B) {
+	for _, size := range []int{128, 16 << 10} {
+		b.Run(fmt.Sprintf("size=%d/queued", size), func(b *testing.B) { benchPingPong(b, size, false) })
+		b.Run(fmt.Sprintf("size=%d/inline", size), func(b *testing.B) { benchPingPong(b, size, true) })
+		b.Run(fmt.Sprintf("size=%d/raw", size), func(b *testing.B) { benchPingPongRaw(b, size) })
+	}
+}
+
+// echoReceiver sends every delivery back to its sender on its bus.
+type echoReceiver struct{ b *Bus }
+
+func (r *echoReceiver) Deliver(d bus.Delivery)                 { _ = r.b.Send(d.From, d.Kind, d.Data) }
+func (r *echoReceiver) Dropped(uuid.UUID, bus.DropReason, int) {}
+
+// signalReceiver signals every delivery.
+type signalReceiver chan struct{}
+
+func (r signalReceiver) Deliver(bus.Delivery)                   { r <- struct{}{} }
+func (r signalReceiver) Dropped(uuid.UUID, bus.DropReason, int) {}
+
+func benchPingPong(b *testing.B, size int, inline bool) {
+	s := runServer(b, serverOptions(b))
+	cluster, ida, idb := uuid.New(), uuid.New(), uuid.New()
+	x := newBenchBus(b, Config{Conn: connect(b, s.ClientURL(), ConnTuning{}.Options()...), Cluster: cluster, Self: ida, InlinePublish: inline})
+	y := newBenchBus(b, Config{Conn: connect(b, s.ClientURL(), ConnTuning{}.Options()...), Cluster: cluster, Self: idb, InlinePublish: inline})
+	back := make(signalReceiver, 1)
+	if err := x.Start(back); err != nil {
+		b.Fatal(err)
+	}
+	if err := y.Start(&echoReceiver{y}); err != nil {
+		b.Fatal(err)
+	}
+	payload := make([]byte, size)
+	roundTrip := func() {
+		if err := x.Send(idb, bus.KindMsg, payload); err != nil {
+			b.Fatal(err)
+		}
+		select {
+		case <-back:
+		case <-time.After(10 * time.Second):
+			b.Fatalf("no answer; %+v", x.Stats())
+		}
+	}
+	roundTrip()
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := processCPU()
+	for range b.N {
+		roundTrip()
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(processCPU()-cpu0)/float64(time.Microsecond)/float64(b.N), "cpu-µs/op")
+	b.ReportMetric(float64(x.inlined.Load()+y.inlined.Load())/float64(2*(b.N+1)), "inline/send")
+}
+
+// processCPU is the CPU time (user and system) of the whole process: both
+// buses, nats.go and the embedded server. Per round trip it is steadier
+// than the wall clock on a shared machine.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func benchPingPongRaw(b *testing.B, size int) {
+	s := runServer(b, serverOptions(b))
+	ca, cb := connect(b, s.ClientURL()), connect(b, s.ClientURL())
+	ping := wire.Subject(bus.DefaultPrefix, uuid.New(), uuid.New(), uuid.New(), bus.KindMsg)
+	pong := wire.Subject(bus.DefaultPrefix, uuid.New(), uuid.New(), uuid.New(), bus.KindMsg)
+	back := make(chan struct{}, 1)
+	if _, err := ca.Subscribe(pong, func(*nats.Msg) { back <- struct{}{} }); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := cb.Subscribe(ping, func(m *nats.Msg) { _ = cb.Publish(pong, m.Data) }); err != nil {
+		b.Fatal(err)
+	}
+	if err := ca.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	if err := cb.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	payload := make([]byte, size)
+	roundTrip := func() {
+		if err := ca.Publish(ping, payload); err != nil {
+			b.Fatal(err)
+		}
+		select {
+		case <-back:
+		case <-time.After(10 * time.Second):
+			b.Fatal("no answer")
+		}
+	}
+	roundTrip()
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := processCPU()
+	for range b.N {
+		roundTrip()
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(processCPU()-cpu0)/float64(time.Microsecond)/float64(b.N), "cpu-µs/op")
 }

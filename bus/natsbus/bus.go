@@ -39,12 +39,13 @@ var (
 
 // Bus is a bus.Bus over core NATS.
 type Bus struct {
-	cfg      Config
-	nc       *nats.Conn
-	log      *slog.Logger
-	counters counters.Counters
-	queues   *outq.Queues
-	metrics  *collector // nil without a Registerer
+	cfg        Config
+	maxPayload int // wire.MaxPayload(cfg.MaxFrameBytes)
+	nc         *nats.Conn
+	log        *slog.Logger
+	counters   counters.Counters
+	queues     *outq.Queues
+	metrics    *collector // nil without a Registerer
 
 	connState     atomic.Int32 // bus.State of the connection, kept by monitor
 	isClosed      atomic.Bool
@@ -52,6 +53,15 @@ type Bus struct {
 
 	statusCh       chan nats.Status // owned by monitor; closed by RemoveStatusListener
 	reconnectsSeen uint64           // owned by monitor
+
+	// Inline publishing (Config.InlinePublish, inline.go).
+	pubMu       sync.Mutex // held around every Publish of this bus's frames
+	inlineFrame []byte     // frame buffer of inline publishes; guarded by pubMu
+	inlineOffNs atomic.Int64
+	inlined     atomic.Uint64   // payloads published inline, for tests and benchmarks
+	writes      *trackingDialer // the connection's, if made with ConnTuning.Options
+	destMu      sync.RWMutex
+	dests       map[uuid.UUID]*dest // never shrinks; bounded by maxInlineDests
 
 	mu      sync.Mutex // guards started, closed, sub
 	started bool
@@ -72,11 +82,19 @@ func New(cfg Config) (*Bus, error) {
 		return nil, err
 	}
 	b := &Bus{
-		cfg:     cfg,
-		nc:      cfg.Conn,
-		log:     cfg.Logger.With("component", "natsbus", "cluster", cfg.Cluster, "incarnation", cfg.Self),
-		done:    make(chan struct{}),
-		stopped: make(chan struct{}),
+		cfg:        cfg,
+		maxPayload: wire.MaxPayload(cfg.MaxFrameBytes),
+		nc:         cfg.Conn,
+		log:        cfg.Logger.With("component", "natsbus", "cluster", cfg.Cluster, "incarnation", cfg.Self),
+		done:       make(chan struct{}),
+		stopped:    make(chan struct{}),
+		dests:      make(map[uuid.UUID]*dest),
+	}
+	if d, ok := cfg.Conn.Opts.CustomDialer.(*trackingDialer); ok {
+		b.writes = d
+	} else if cfg.InlinePublish {
+		b.cfg.InlinePublish = false
+		b.log.Info("InlinePublish needs a connection made with ConnTuning.Options; every payload is queued")
 	}
 	b.queues = outq.New(outq.Config{
 		MaxPayloads:   cfg.MaxQueuePayloads,
@@ -134,9 +152,11 @@ func (b *Bus) monitor() {
 	}
 }
 
-// Send queues data for incarnation to. It never blocks: while the
-// connection is down it refuses with ErrNotConnected, since Raft
-// retransmits anyway and stale messages are worth nothing.
+// Send queues data for incarnation to, or with Config.InlinePublish
+// publishes it at once when nothing is queued for to (inline.go). It never
+// waits for the network: while the connection is down it refuses with
+// ErrNotConnected, since Raft retransmits anyway and stale messages are
+// worth nothing.
 func (b *Bus) Send(to uuid.UUID, kind bus.Kind, data []byte) error {
 	var err error
 	switch {
@@ -145,7 +165,11 @@ func (b *Bus) Send(to uuid.UUID, kind bus.Kind, data []byte) error {
 	case bus.State(b.connState.Load()) != bus.StateConnected:
 		err = errNotConnected
 	default:
-		err = b.queues.Enqueue(to, kind, data)
+		if b.cfg.InlinePublish {
+			err = b.sendInline(to, kind, data)
+		} else {
+			err = b.queues.Enqueue(to, kind, data)
+		}
 		switch err {
 		case nil:
 			return nil
@@ -165,19 +189,47 @@ func (b *Bus) Send(to uuid.UUID, kind bus.Kind, data []byte) error {
 
 // publish is the outq.PublishFunc. nats.go copies the frame into its write
 // buffer, so the sender may reuse it as soon as Publish returns. A publish
-// blocks only when the socket is full, which is what makes the queue fill.
+// blocks only when nats.go writes to a full socket, or waits for its lock
+// while its flusher does, which is what makes the queue fill.
 func (b *Bus) publish(_ context.Context, f *outq.Frame) {
-	if err := b.nc.Publish(f.Subject, f.Data); err != nil {
-		b.counters.Drop(bus.DropPublishFailed, f.Payloads)
+	if !b.cfg.InlinePublish {
+		b.publishFrame(f.To, f.Kind, f.Subject, f.Data, f.Payloads)
+		return
+	}
+	b.pubMu.Lock()
+	b.publishFrame(f.To, f.Kind, f.Subject, f.Data, f.Payloads)
+	b.pubMu.Unlock()
+	b.published(f.To, f.Payloads)
+}
+
+// publishFrame publishes one frame and accounts for it. The caller holds
+// pubMu. A slow publish (a full socket) turns inline publishing off for a
+// while.
+func (b *Bus) publishFrame(to uuid.UUID, kind bus.Kind, subject string, data []byte, payloads int) {
+	var err error
+	if b.cfg.InlinePublish {
+		start := time.Now()
+		err = b.nc.Publish(subject, data)
+		if err == nil {
+			b.writes.buffered()
+		}
+		if now := time.Now(); now.Sub(start) >= slowPublish {
+			b.inlineOffNs.Store(now.Add(inlineBackoff).UnixNano())
+		}
+	} else {
+		err = b.nc.Publish(subject, data)
+	}
+	if err != nil {
+		b.counters.Drop(bus.DropPublishFailed, payloads)
 		now := time.Now().UnixNano()
 		last := b.lastPubWarnNs.Load()
 		if now-last >= int64(publishWarnEvery) && b.lastPubWarnNs.CompareAndSwap(last, now) {
-			b.log.Warn("publish failed; frame dropped", "to", f.To, "kind", string(f.Kind),
-				"payloads", f.Payloads, "bytes", len(f.Data), "err", err)
+			b.log.Warn("publish failed; frame dropped", "to", to, "kind", string(kind),
+				"payloads", payloads, "bytes", len(data), "err", err)
 		}
 		return
 	}
-	b.counters.Sent(f.Payloads, len(f.Data))
+	b.counters.Sent(payloads, len(data))
 }
 
 // Start subscribes to the bus's inbox subject,

@@ -65,6 +65,18 @@ type Config struct {
 	// SubChanLen (nats.SyncQueueLen, default 65536).
 	PendingMsgsLimit  int
 	PendingBytesLimit int
+	// InlinePublish lets Send publish a payload from the caller's
+	// goroutine when nothing is queued or being published for its
+	// destination, saving the hand-off to the sender goroutine; bursts are
+	// still queued and coalesced, and order per destination is kept.
+	// It needs a connection made with ConnTuning.Options (whose dialer
+	// tells the bus whether a socket write is in progress or pending) and
+	// is ignored on any other. Default false: Send may then wait on
+	// nats.go's connection lock, briefly, and in one rare case (a write of
+	// nats.go's own protocol traffic that finds the socket full) until the
+	// write deadline; see inline.go. No gain was measured on the
+	// benchmark machine (bench/results/levers.md).
+	InlinePublish bool
 	// IdleSenderTimeout is how long a destination's sender goroutine waits
 	// for work before it exits. Default 1 minute.
 	IdleSenderTimeout time.Duration

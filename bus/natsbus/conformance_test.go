@@ -16,7 +16,8 @@ import (
 // own connection through its own proxy, so Stall can stop one bus's
 // outbound traffic.
 type env struct {
-	srv *server.Server
+	srv    *server.Server
+	inline bool // Config.InlinePublish
 
 	mu       sync.Mutex
 	proxies  map[uuid.UUID]*proxy
@@ -32,7 +33,12 @@ func (e *env) Prefix() string { return bus.DefaultPrefix }
 func (e *env) NewBus(t *testing.T, cfg bustest.BusConfig) bus.Bus {
 	t.Helper()
 	p := startProxy(t, e.srv.Addr().String())
-	nc := connect(t, p.url())
+	var opts []nats.Option
+	if e.inline {
+		// InlinePublish needs the write-tracking dialer.
+		opts = ConnTuning{}.Options()
+	}
+	nc := connect(t, p.url(), opts...)
 	b, err := New(Config{
 		Conn:             nc,
 		Cluster:          cfg.Cluster,
@@ -40,6 +46,7 @@ func (e *env) NewBus(t *testing.T, cfg bustest.BusConfig) bus.Bus {
 		MaxQueuePayloads: cfg.MaxQueuePayloads,
 		MaxQueueBytes:    cfg.MaxQueueBytes,
 		MaxFrameBytes:    cfg.MaxFrameBytes,
+		InlinePublish:    e.inline,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -87,4 +94,15 @@ func (e *env) Inject(t *testing.T, subject string, frame []byte) {
 
 func TestConformance(t *testing.T) {
 	bustest.Run(t, newEnv)
+}
+
+// TestConformanceInline runs the suite with Config.InlinePublish: order,
+// bounds and a Send that never blocks behind a stalled socket must hold
+// with it too.
+func TestConformanceInline(t *testing.T) {
+	bustest.Run(t, func(t *testing.T) bustest.Env {
+		e := newEnv(t).(*env)
+		e.inline = true
+		return e
+	})
 }

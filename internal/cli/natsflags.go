@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/pflag"
+
+	"github.com/raftbus/raftbus/bus/natsbus"
 )
 
 // natsFlags are the NATS connection flags, named as in the nats CLI and
@@ -45,6 +47,10 @@ type natsFlags struct {
 	// jwt is a node's --jwt: a user JWT signed with the data directory's
 	// key (operator mode).
 	jwt string
+	// pingInterval and writeDeadline decide how fast a stalled server is
+	// detected (natsbus.ConnTuning).
+	pingInterval  time.Duration
+	writeDeadline time.Duration
 }
 
 func (f *natsFlags) register(fs *pflag.FlagSet) {
@@ -60,6 +66,10 @@ func (f *natsFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.token, "token", "", "NATS authentication token ($NATS_TOKEN)")
 	fs.StringVar(&f.context, "context", "", "nats CLI context to read the connection from: a name saved by 'nats context save', or a .json file; default the selected one ($NATS_CONTEXT)")
 	fs.DurationVar(&f.timeout, "timeout", 5*time.Second, "time to wait for NATS and for operations ($NATS_TIMEOUT)")
+	fs.DurationVar(&f.pingInterval, "ping-interval", natsbus.DefaultPingInterval,
+		"how often the connection pings its NATS server; after 2 unanswered pings it moves to another server of the cluster")
+	fs.DurationVar(&f.writeDeadline, "write-deadline", natsbus.DefaultWriteDeadline,
+		"longest one write to the NATS server may take before the connection moves to another server")
 }
 
 func (f *natsFlags) validate() error {
@@ -77,6 +87,10 @@ func (f *natsFlags) validate() error {
 	}
 	if f.timeout <= 0 {
 		return fmt.Errorf("--timeout must be positive, got %v", f.timeout)
+	}
+	if f.pingInterval < 0 || f.writeDeadline < 0 {
+		// Zero (a caller that registered no flags) is natsbus's default.
+		return fmt.Errorf("--ping-interval and --write-deadline must be positive, got %v and %v", f.pingInterval, f.writeDeadline)
 	}
 	if f.token != "" && (f.user != "" || f.creds != "" || f.nkey != "") {
 		return errors.New("a token cannot be used with --user, --creds or --nkey")
@@ -103,12 +117,14 @@ func (f *natsFlags) validate() error {
 // options builds the nats.go options the flags describe. name becomes the
 // connection name shown by the server's monitoring.
 func (f *natsFlags) options(name string) ([]nats.Option, error) {
-	opts := []nats.Option{
+	// A stalled server is left within seconds (natsbus.ConnTuning), not
+	// after nats.go's 2-minute ping interval and 1-minute write deadline.
+	opts := append(natsbus.ConnTuning{PingInterval: f.pingInterval, WriteDeadline: f.writeDeadline, DialTimeout: f.timeout}.Options(),
 		nats.Name(name),
 		nats.Timeout(f.timeout),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250 * time.Millisecond),
-	}
+		nats.ReconnectWait(250*time.Millisecond),
+	)
 	if f.user != "" {
 		opts = append(opts, nats.UserInfo(f.user, f.password))
 	}
