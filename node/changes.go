@@ -122,32 +122,34 @@ func (n *Node) proposeUntilDecided(ctx context.Context, req uint64, ch chan resu
 			n.props.cancel(req)
 			return result{}, n.mapRaftErr(err)
 		}
-		select {
-		case r := <-ch:
-			return r, nil
-		case <-retry.C:
-			n.metrics.proposalRetries.Inc()
-		case <-ctx.Done():
-			n.props.cancel(req)
-			return result{}, ctx.Err()
-		case <-n.stopc:
-			n.props.cancel(req)
-			return result{}, n.stoppedErr()
+		r, again, err := n.awaitOrRetry(ctx, req, ch, retry.C)
+		if !again {
+			return r, err
 		}
+		n.metrics.proposalRetries.Inc()
 	}
 }
 
 // await waits for the answer to request req.
 func (n *Node) await(ctx context.Context, req uint64, ch chan result) (result, error) {
+	r, _, err := n.awaitOrRetry(ctx, req, ch, nil)
+	return r, err
+}
+
+// awaitOrRetry waits for the answer to request req, or for retry to fire
+// (again: the request is still registered).
+func (n *Node) awaitOrRetry(ctx context.Context, req uint64, ch chan result, retry <-chan time.Time) (r result, again bool, err error) {
 	select {
 	case r := <-ch:
-		return r, nil
+		return r, false, nil
+	case <-retry:
+		return result{}, true, nil
 	case <-ctx.Done():
 		n.props.cancel(req)
-		return result{}, ctx.Err()
+		return result{}, false, ctx.Err()
 	case <-n.stopc:
 		n.props.cancel(req)
-		return result{}, n.stoppedErr()
+		return result{}, false, n.stoppedErr()
 	}
 }
 

@@ -2,7 +2,6 @@ package node
 
 import (
 	"bytes"
-	"encoding/json"
 	"math/rand/v2"
 	"testing"
 
@@ -51,14 +50,7 @@ func TestNodeAppliesMembershipThroughTheKit(t *testing.T) {
 		default:
 			typ, id = raftpb.ConfChangeRemoveNode, uint64(known[rng.IntN(len(known))].ID)
 		}
-		cc := change(typ, id)
-		if ctx != nil {
-			b, err := json.Marshal(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cc.Context = b
-		}
+		cc := changeWithContext(t, typ, id, ctx)
 		verdict := ms.decide(index, cc, ctx)
 		if verdict != nil {
 			continue // raft is handed a no-op on every node alike

@@ -14,8 +14,8 @@ import (
 	"github.com/raftbus/raftbus/raftbridge"
 )
 
-// confEntry is the log entry of a ConfChange with the node's context.
-func confEntry(t *testing.T, index uint64, typ raftpb.ConfChangeType, id uint64, ctx *confContext) *raftpb.Entry {
+// changeWithContext is change with the node's context encoded in it.
+func changeWithContext(t *testing.T, typ raftpb.ConfChangeType, id uint64, ctx *confContext) *raftpb.ConfChangeV2 {
 	t.Helper()
 	cc := change(typ, id)
 	if ctx != nil {
@@ -25,7 +25,13 @@ func confEntry(t *testing.T, index uint64, typ raftpb.ConfChangeType, id uint64,
 		}
 		cc.Context = b
 	}
-	data, err := proto.Marshal(cc)
+	return cc
+}
+
+// confEntry is the log entry of a ConfChange with the node's context.
+func confEntry(t *testing.T, index uint64, typ raftpb.ConfChangeType, id uint64, ctx *confContext) *raftpb.Entry {
+	t.Helper()
+	data, err := proto.Marshal(changeWithContext(t, typ, id, ctx))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -257,21 +257,7 @@ func TestSnapshotNodeErrorFails(t *testing.T) {
 
 func TestSnapshotChecksumCorruptionDetected(t *testing.T) {
 	p := newBridgePair(t, 11, func(c *Config) { c.MaxEnvelopeBytes = 64 << 10 })
-	var corrupted atomic.Bool
-	p.busA.setHook(func(_ uuid.UUID, kind bus.Kind, data []byte) []byte {
-		if kind != bus.KindSnap || corrupted.Load() {
-			return data
-		}
-		h, body, err := wire.DecodeHeader(data)
-		if err != nil || h.Kind != wire.EnvelopeSnapChunk {
-			return data
-		}
-		if c, err := decodeSnapChunk(h, body); err == nil && c.Chunk == 1 {
-			data[len(data)-1] ^= 0x40 // a bit flipped inside the data
-			corrupted.Store(true)
-		}
-		return data
-	})
+	corrupted := corruptChunkOnce(p.busA, 1)
 	m := msgSnap(1, 2, snapshotBytes(t, 300<<10))
 	if st := p.sendSnapshot(t, m); st != raft.SnapshotFailure {
 		t.Fatalf("status %v, want failure", st)
@@ -495,3 +481,24 @@ func TestSnapshotReceiverRefusesBadChunks(t *testing.T) {
 }
 
 func crc32Of(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
+
+// corruptChunkOnce flips a bit inside the data of the first snapshot chunk
+// number chunk that b sends, and reports whether it has.
+func corruptChunkOnce(b *recordingBus, chunk uint32) *atomic.Bool {
+	var corrupted atomic.Bool
+	b.setHook(func(_ uuid.UUID, kind bus.Kind, data []byte) []byte {
+		if kind != bus.KindSnap || corrupted.Load() {
+			return data
+		}
+		h, body, err := wire.DecodeHeader(data)
+		if err != nil || h.Kind != wire.EnvelopeSnapChunk {
+			return data
+		}
+		if c, err := decodeSnapChunk(h, body); err == nil && c.Chunk == chunk {
+			data[len(data)-1] ^= 0x40
+			corrupted.Store(true)
+		}
+		return data
+	})
+	return &corrupted
+}

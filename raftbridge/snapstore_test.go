@@ -20,7 +20,6 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 
 	"github.com/raftbus/raftbus/bus"
-	"github.com/raftbus/raftbus/internal/wire"
 )
 
 // genData streams n deterministic pseudo-random bytes, so that large
@@ -182,21 +181,7 @@ func TestFileStoreSnapshot64MiBOverLossyNetwork(t *testing.T) {
 
 func TestFileStoreChecksumCorruptionLeavesNoFile(t *testing.T) {
 	sp := newStorePair(t, 22, func(c *Config) { c.MaxEnvelopeBytes = 64 << 10 })
-	var corrupted atomic.Bool
-	sp.busA.setHook(func(_ uuid.UUID, kind bus.Kind, data []byte) []byte {
-		if kind != bus.KindSnap || corrupted.Load() {
-			return data
-		}
-		h, body, err := wire.DecodeHeader(data)
-		if err != nil || h.Kind != wire.EnvelopeSnapChunk {
-			return data
-		}
-		if c, err := decodeSnapChunk(h, body); err == nil && c.Chunk == 1 {
-			data[len(data)-1] ^= 0x40
-			corrupted.Store(true)
-		}
-		return data
-	})
+	corrupted := corruptChunkOnce(sp.busA, 1)
 	const n = 300 << 10
 	m := sp.saveGen(t, 2, n)
 	if st := sp.sendSnapshot(t, m); st != raft.SnapshotFailure {

@@ -216,15 +216,7 @@ func benchPingPong(b *testing.B, size int, inline bool) {
 			b.Fatalf("no answer; %+v", x.Stats())
 		}
 	}
-	roundTrip()
-	b.ReportAllocs()
-	b.ResetTimer()
-	cpu0 := processCPU()
-	for range b.N {
-		roundTrip()
-	}
-	b.StopTimer()
-	b.ReportMetric(float64(processCPU()-cpu0)/float64(time.Microsecond)/float64(b.N), "cpu-µs/op")
+	measureRoundTrips(b, roundTrip)
 	b.ReportMetric(float64(x.inlined.Load()+y.inlined.Load())/float64(2*(b.N+1)), "inline/send")
 }
 
@@ -268,6 +260,12 @@ func benchPingPongRaw(b *testing.B, size int) {
 			b.Fatal("no answer")
 		}
 	}
+	measureRoundTrips(b, roundTrip)
+}
+
+// measureRoundTrips warms up with one round trip, then times b.N of them
+// and reports the process CPU per round trip.
+func measureRoundTrips(b *testing.B, roundTrip func()) {
 	roundTrip()
 	b.ReportAllocs()
 	b.ResetTimer()
