@@ -95,12 +95,14 @@ type Config struct {
 	// a directory. Default (nil): Snapshot.Data is the data, sent from and
 	// reassembled in memory.
 	SnapshotStore SnapshotStore
-	// SnapshotWindow is how many chunks may be unacknowledged. Default 16
-	// (16 MiB in flight with the default envelope size): a 1 GiB transfer
-	// then reaches three quarters of raw NATS throughput where 4 gave less
-	// than two thirds (BENCHMARKS.md); the cost is that a heartbeat to the
-	// receiver can wait behind 16 MiB on the wire, about 150 ms at 1 Gbit/s,
-	// well within an election timeout.
+	// SnapshotWindow is how many chunks may be unacknowledged at most.
+	// Default 16 (16 MiB in flight with the default envelope size): a
+	// 1 GiB transfer then reaches three quarters of raw NATS throughput
+	// where 4 gave less than two thirds (BENCHMARKS.md); the cost is that a
+	// heartbeat to the receiver can wait behind 16 MiB on the wire, about
+	// 150 ms at 1 Gbit/s, well within an election timeout. A transfer
+	// halves its window on every loss (down to 4) and grows it back with
+	// in-order progress, so a lossy path does not drown in resends.
 	SnapshotWindow int
 	// SnapshotTimeout abandons a transfer that made no progress for this
 	// long, on both sides; the sender then reports SnapshotFailure.

@@ -502,3 +502,36 @@ func corruptChunkOnce(b *recordingBus, chunk uint32) *atomic.Bool {
 	})
 	return &corrupted
 }
+
+// The snapshot window shrinks on loss and grows back with in-order
+// progress (snapWindow): a fixed large window made lossy transfers time
+// out under load.
+func TestSnapshotWindowAdapts(t *testing.T) {
+	w := newSnapWindow(16)
+	if w.size != 16 {
+		t.Fatalf("starts at %d, want 16", w.size)
+	}
+	w.loss(10)
+	w.loss(10)
+	w.loss(10)
+	if w.size != 4 {
+		t.Fatalf("after three losses %d, want the floor 4", w.size)
+	}
+	w.progress(13)
+	if w.size != 4 {
+		t.Fatalf("grew to %d before a window of progress", w.size)
+	}
+	w.progress(14)
+	if w.size != 5 {
+		t.Fatalf("after a window of progress %d, want 5", w.size)
+	}
+	for acked := uint32(14); acked < 1000; acked++ {
+		w.progress(acked)
+	}
+	if w.size != 16 {
+		t.Fatalf("after long progress %d, want the configured 16", w.size)
+	}
+	if small := newSnapWindow(2); small.min != 2 {
+		t.Fatalf("a configured window of 2 has floor %d", small.min)
+	}
+}
