@@ -351,9 +351,13 @@
 // FileSnapshotStore keeps one file per snapshot in a directory, named only
 // from validated numbers (term, index and a random id, in hex) and opened
 // through an os.Root, so that no reference reaches outside it; its
-// versioned 40-byte reference format is documented on the type. It keeps
-// the newest Retain complete snapshots, allows MaxPartial snapshots being
-// written at once, and removes partial files left by a crash when opened.
+// versioned 40-byte reference format is documented on the type. It never
+// deletes a complete snapshot by itself (no transfer, from whichever
+// member, can take away the snapshot the node's storage refers to): with
+// Retain complete snapshots it refuses incoming transfers until the
+// application removes one (Remove; the bridge removes a snapshot the node
+// refused). It allows MaxPartial snapshots being written at once, and
+// removes partial files left by a crash when opened.
 // While it receives, it starts writeback every 8 MiB and drops the data
 // written before from the page cache (Linux), so that a transfer neither
 // fills the page cache with a snapshot nor leaves a long fsync for its end.

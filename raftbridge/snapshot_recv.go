@@ -289,6 +289,10 @@ func (r *snapReceiver) complete(t *inTransfer) {
 			} else {
 				err = b.cfg.Raft.Process(ctx, m)
 			}
+			if err != nil && sink != nil {
+				// Refused by the node: nothing refers to it.
+				_ = b.cfg.SnapshotStore.Remove(m.Snapshot.Data)
+			}
 		}
 		select {
 		case r.results <- applyResult{from: from, id: id, err: err}:

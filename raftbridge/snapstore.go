@@ -30,6 +30,14 @@ type SnapshotStore interface {
 	// transfer, closing bridge). An error refuses the transfer: the
 	// sender hears "failed" and Raft retries later.
 	Create(t SnapshotTransfer) (SnapshotSink, error)
+	// Remove deletes the snapshot a reference names. The bridge removes a
+	// received snapshot the node refused (ReceiveSnapshot or Process
+	// returned an error); every other snapshot is the application's to
+	// remove once no storage refers to it. A store must never delete a
+	// complete snapshot by itself: an incoming transfer, from whichever
+	// member, must not be able to take away the snapshot the node's own
+	// storage stands on.
+	Remove(ref []byte) error
 }
 
 // SnapshotTransfer describes an incoming snapshot to SnapshotStore.Create.
@@ -76,7 +84,7 @@ var (
 	// has an unknown version or does not name a snapshot in the store.
 	ErrSnapshotReference = errors.New("raftbridge: invalid snapshot reference")
 	// ErrSnapshotStoreFull is wrapped by Create when the store already
-	// holds its maximum number of partial snapshots.
+	// holds its maximum number of partial or complete snapshots.
 	ErrSnapshotStoreFull = errors.New("raftbridge: snapshot store full")
 	// ErrSnapshotSize is wrapped when data is longer or shorter than the
 	// size it was announced with, or beyond the store's maximum.

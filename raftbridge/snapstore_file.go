@@ -1,7 +1,6 @@
 package raftbridge
 
 import (
-	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"io/fs"
 	"math/rand/v2"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 )
@@ -18,8 +16,8 @@ import (
 // Defaults for the zero values of FileSnapshotStoreConfig.
 const (
 	// DefaultSnapshotStoreRetain is the default number of complete
-	// snapshots a FileSnapshotStore keeps.
-	DefaultSnapshotStoreRetain = 2
+	// snapshots beyond which a FileSnapshotStore takes no more transfers.
+	DefaultSnapshotStoreRetain = 4
 	// DefaultSnapshotStoreMaxPartial is the default number of snapshots a
 	// FileSnapshotStore writes at once.
 	DefaultSnapshotStoreMaxPartial = 4
@@ -35,13 +33,19 @@ type FileSnapshotStoreConfig struct {
 	// store's own; the bridge still refuses incoming snapshots beyond
 	// Config.MaxSnapshotBytes before creating a file.
 	MaxBytes int64
-	// Retain is how many complete snapshots the store keeps: committing or
-	// saving one removes the oldest (lowest index, then term) beyond it,
-	// never the one just written. Default DefaultSnapshotStoreRetain.
+	// Retain bounds the complete snapshots the store holds for incoming
+	// transfers: with Retain of them in the directory (the application's
+	// own included), Create refuses with ErrSnapshotStoreFull until the
+	// application removes one it no longer needs (Remove). The store
+	// never deletes a complete snapshot by itself, so no transfer, from
+	// whichever member, can take away the snapshot the node's storage
+	// refers to. Save is not bounded: the application's own snapshots are
+	// its to keep and remove. Default DefaultSnapshotStoreRetain.
 	Retain int
 	// MaxPartial bounds the snapshots being written at once (incoming
 	// transfers and Save calls); Create refuses more with
-	// ErrSnapshotStoreFull. With Retain it bounds the files in Dir.
+	// ErrSnapshotStoreFull. With Retain it bounds the files incoming
+	// transfers can leave in Dir.
 	// Default DefaultSnapshotStoreMaxPartial.
 	MaxPartial int
 }
@@ -309,6 +313,11 @@ func (s *FileSnapshotStore) Create(t SnapshotTransfer) (SnapshotSink, error) {
 	if t.Size < 0 || (s.cfg.MaxBytes > 0 && t.Size > s.cfg.MaxBytes) {
 		return nil, fmt.Errorf("%w: %d bytes exceed the store's maximum %d", ErrSnapshotSize, t.Size, s.cfg.MaxBytes)
 	}
+	if n, err := s.complete(); err != nil {
+		return nil, err
+	} else if n >= s.cfg.Retain {
+		return nil, fmt.Errorf("%w: %d complete snapshots (Retain %d); remove those no longer needed", ErrSnapshotStoreFull, n, s.cfg.Retain)
+	}
 	k, err := s.create(t.Term, t.Index, t.Size)
 	if err != nil {
 		return nil, err
@@ -441,7 +450,6 @@ func (k *fileSink) Commit() ([]byte, error) {
 		_ = d.Sync()
 		d.Close()
 	}
-	s.prune(final)
 	ref := snapRef{snapName: final, size: k.written, crc: k.crc}
 	return ref.marshal(), nil
 }
@@ -462,21 +470,19 @@ func (k *fileSink) Abort() error {
 	return nil
 }
 
-// prune removes the oldest complete snapshots beyond Retain, never keep.
-// Sources already open keep reading a removed file.
-func (s *FileSnapshotStore) prune(keep snapName) {
+// complete counts the complete snapshots in the directory.
+func (s *FileSnapshotStore) complete() (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	names, err := s.names()
 	if err != nil {
-		return
+		return 0, err
 	}
-	names = slices.DeleteFunc(names, func(n snapName) bool { return n.partial || n == keep })
-	slices.SortFunc(names, func(a, b snapName) int {
-		return cmp.Or(cmp.Compare(b.index, a.index), cmp.Compare(b.term, a.term), cmp.Compare(b.id, a.id))
-	})
-	// keep counts as one of the retained.
-	for _, n := range names[min(len(names), max(s.cfg.Retain-1, 0)):] {
-		_ = s.root.Remove(n.file())
+	n := 0
+	for _, name := range names {
+		if !name.partial {
+			n++
+		}
 	}
+	return n, nil
 }
