@@ -170,6 +170,32 @@ func (p *bridgePair) sendSnapshot(t *testing.T, m *raftpb.Message) raft.Snapshot
 	return st
 }
 
+// makeLossy makes the network drop 5%, duplicate 5% and reorder 20% of
+// the frames.
+func (p *bridgePair) makeLossy() {
+	p.net.SetDropRate(0.05)
+	p.net.SetDuplicateRate(0.05)
+	p.net.SetReorderRate(0.20)
+}
+
+// sendUntilFinished sends m until a transfer finishes, as Raft retries a
+// failed snapshot. Each attempt must end cleanly with a report, and one of
+// the first five must succeed.
+func (p *bridgePair) sendUntilFinished(t *testing.T, m *raftpb.Message) {
+	t.Helper()
+	var statuses []raft.SnapshotStatus
+	for attempt := 0; ; attempt++ {
+		if attempt == 5 {
+			t.Fatalf("no success in %d attempts: %v", attempt, statuses)
+		}
+		st := p.sendSnapshot(t, m)
+		statuses = append(statuses, st)
+		if st == raft.SnapshotFinish {
+			return
+		}
+	}
+}
+
 func checkSnapshot(t *testing.T, got, want *raftpb.Message) {
 	t.Helper()
 	if !bytes.Equal(got.GetSnapshot().GetData(), want.GetSnapshot().GetData()) {
@@ -182,23 +208,9 @@ func checkSnapshot(t *testing.T, got, want *raftpb.Message) {
 
 func TestSnapshot50MiBOverLossyNetwork(t *testing.T) {
 	p := newBridgePair(t, 8, nil)
-	p.net.SetDropRate(0.05)
-	p.net.SetDuplicateRate(0.05)
-	p.net.SetReorderRate(0.20)
+	p.makeLossy()
 	m := msgSnap(1, 2, snapshotBytes(t, 50<<20))
-	// Raft retries a failed snapshot; so does this loop. Each attempt must
-	// end cleanly with a report, and one must succeed.
-	var statuses []raft.SnapshotStatus
-	for attempt := 0; ; attempt++ {
-		if attempt == 5 {
-			t.Fatalf("no success in %d attempts: %v", attempt, statuses)
-		}
-		st := p.sendSnapshot(t, m)
-		statuses = append(statuses, st)
-		if st == raft.SnapshotFinish {
-			break
-		}
-	}
+	p.sendUntilFinished(t, m)
 	got := p.raftB.received()
 	if len(got) != 1 {
 		t.Fatalf("node received %d snapshots, want 1", len(got))

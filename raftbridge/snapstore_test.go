@@ -154,22 +154,10 @@ func partials(t testing.TB, dir string) []string {
 
 func TestFileStoreSnapshot64MiBOverLossyNetwork(t *testing.T) {
 	sp := newStorePair(t, 21, nil)
-	sp.net.SetDropRate(0.05)
-	sp.net.SetDuplicateRate(0.05)
-	sp.net.SetReorderRate(0.20)
+	sp.makeLossy()
 	const n = 64 << 20
 	m := sp.saveGen(t, 1, n)
-	var statuses []raft.SnapshotStatus
-	for attempt := 0; ; attempt++ {
-		if attempt == 5 {
-			t.Fatalf("no success in %d attempts: %v", attempt, statuses)
-		}
-		st := sp.sendSnapshot(t, m)
-		statuses = append(statuses, st)
-		if st == raft.SnapshotFinish {
-			break
-		}
-	}
+	sp.sendUntilFinished(t, m)
 	sp.checkReceived(t, m, 1, n)
 	if sp.mbusA.Stats().Dropped[bus.DropPartitioned] == 0 {
 		t.Error("the network dropped no chunk; the test proves nothing")
