@@ -562,7 +562,9 @@ func (ms *membership) image() membershipImage {
 // state is the image as the one membership model. Histories written
 // before removals and promotions recorded the whole member name only the
 // Raft ID there; state fills in the member as the change that added it
-// named it, so that every row names the incarnation it concerned.
+// named it, so that every row names the incarnation it concerned. It
+// fills them in img.History itself, which image made a copy of for this
+// reader alone.
 func (img membershipImage) state() MembershipState {
 	st := MembershipState{Version: img.Effective, Applied: img.Version, Members: img.Members,
 		RemovedIncarnations: img.RemovedIncarnations, Requests: img.Requests, DecidedSeq: img.DecidedSeq}
@@ -579,15 +581,15 @@ func (img membershipImage) state() MembershipState {
 		st.Stream = *img.Stream
 	}
 	added := map[raftbridge.ID]Member{}
-	st.History = make([]Change, len(img.History))
-	for i, h := range img.History {
+	for i := range img.History {
+		h := &img.History[i]
 		if h.Rejected == "" && (h.Op == OpAdd || h.Op == OpAddLearner) {
 			added[h.Member.ID] = h.Member
 		} else if m, ok := added[h.Member.ID]; ok && h.Member.Incarnation == uuid.Nil {
 			h.Member = m
 		}
-		st.History[i] = h
 	}
+	st.History = img.History
 	return st
 }
 

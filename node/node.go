@@ -247,9 +247,7 @@ func (n *Node) primeEntry(e *raftpb.Entry) bool {
 	if e.GetType() != raftpb.EntryNormal {
 		return false
 	}
-	if _, ok := decodeProposal(e.GetData()); ok || len(e.GetData()) == 0 {
-		return false
-	}
+	// decodeEntry refuses empty entries and session proposals.
 	tag, _, body, err := decodeEntry(e.GetData())
 	if err != nil || tag != entryTagSystem {
 		return false

@@ -159,18 +159,7 @@ func noChange() raftpb.ConfChangeI {
 // member's. Check proposals against the same rules before proposing; a
 // refusal at apply time means the proposer did not.
 func ApplyConfChange(d *MemDirectory, cc raftpb.ConfChangeI) (raftpb.ConfChangeI, error) {
-	var v2 *raftpb.ConfChangeV2
-	switch c := cc.(type) {
-	case *raftpb.ConfChange:
-		if c != nil {
-			v2 = c.AsV2()
-		}
-	case *raftpb.ConfChangeV2:
-		v2 = c
-	case nil:
-	default:
-		v2 = c.AsV2()
-	}
+	v2 := asV2(cc)
 	if v2 == nil {
 		return noChange(), fmt.Errorf("%w: no change", ErrRefused)
 	}
@@ -193,10 +182,10 @@ func ApplyConfChange(d *MemDirectory, cc raftpb.ConfChangeI) (raftpb.ConfChangeI
 // read. The rules, and so the decisions, are those of ApplyConfChange;
 // the reference node applies every committed change through it.
 func ApplyConfChangeMember(d *MemDirectory, cc raftpb.ConfChangeI, m *Member) (raftpb.ConfChangeI, error) {
-	if cc == nil {
+	v2 := asV2(cc)
+	if v2 == nil {
 		return noChange(), fmt.Errorf("%w: no change", ErrRefused)
 	}
-	v2 := cc.AsV2()
 	var ctxErr error
 	if m != nil {
 		if err := m.check(); err != nil {
@@ -204,6 +193,23 @@ func ApplyConfChangeMember(d *MemDirectory, cc raftpb.ConfChangeI, m *Member) (r
 		}
 	}
 	return applyChanges(d, v2, m, ctxErr, cc)
+}
+
+// asV2 is cc as a ConfChangeV2, nil for no change (nil, or a nil pointer).
+func asV2(cc raftpb.ConfChangeI) *raftpb.ConfChangeV2 {
+	switch c := cc.(type) {
+	case nil:
+		return nil
+	case *raftpb.ConfChange:
+		if c == nil {
+			return nil
+		}
+		return c.AsV2()
+	case *raftpb.ConfChangeV2:
+		return c
+	default:
+		return c.AsV2()
+	}
 }
 
 func applyChanges(d *MemDirectory, v2 *raftpb.ConfChangeV2, ctx *Member, ctxErr error, cc raftpb.ConfChangeI) (raftpb.ConfChangeI, error) {
