@@ -173,6 +173,9 @@ func (b *Bridge) Close() error {
 	}
 	b.wg.Wait()
 	if first {
+		if r, ok := b.cfg.Bus.(releaser); ok {
+			r.release()
+		}
 		for _, c := range b.collectors {
 			b.cfg.Registerer.Unregister(c)
 		}
@@ -310,25 +313,26 @@ func (b *Bridge) sendEnvelopes(dst wire.Endpoint, msgs []*raftpb.Message) {
 		sizes = append(sizes, proto.Size(m))
 	}
 	b.sizes = sizes
-	h := wire.Header{Cluster: b.cfg.Cluster, From: b.self, To: dst, DirectoryVersion: b.cfg.Directory.Version()}
+	h := b.headerWithVersion(dst, b.cfg.Directory.Version())
+	hdrLen := wire.HeaderLen(b.cfg.Group)
 	for i := 0; i < len(msgs); {
 		j, body := i, 0
 		for j < len(msgs) && j-i < wire.MaxMessagesPerEnvelope {
 			fs := wire.FramedSize(sizes[j])
-			if j > i && wire.HeaderSize+wire.UvarintLen(uint64(j-i+1))+body+fs > b.cfg.MaxEnvelopeBytes {
+			if j > i && hdrLen+wire.UvarintLen(uint64(j-i+1))+body+fs > b.cfg.MaxEnvelopeBytes {
 				break
 			}
 			body += fs
 			j++
 		}
 		batch := msgs[i:j]
-		size := wire.HeaderSize + wire.UvarintLen(uint64(len(batch))) + body
+		size := hdrLen + wire.UvarintLen(uint64(len(batch))) + body
 		buf, err := wire.AppendEnvelopeSized(make([]byte, 0, size), &h, batch, sizes[i:j])
 		switch {
 		case err != nil:
 			b.dropOutbound(dst, batch, DropEncode, err)
 		default:
-			if err := b.cfg.Bus.Send(dst.Incarnation, bus.KindMsg, buf); err != nil {
+			if err := b.sendEnvelope(dst.Incarnation, batch, buf); err != nil {
 				b.dropOutbound(dst, batch, bus.ReasonOf(err), err)
 			} else {
 				b.meter.sent(dst.ID, len(batch), len(buf))
@@ -337,6 +341,42 @@ func (b *Bridge) sendEnvelopes(dst wire.Endpoint, msgs []*raftpb.Message) {
 		}
 		i = j
 	}
+}
+
+// header is the header of an envelope from this node to dst.
+func (b *Bridge) header(dst wire.Endpoint) wire.Header {
+	return wire.Header{Cluster: b.cfg.Cluster, Group: b.cfg.Group, From: b.self, To: dst}
+}
+
+func (b *Bridge) headerWithVersion(dst wire.Endpoint, version uint64) wire.Header {
+	h := b.header(dst)
+	h.DirectoryVersion = version
+	return h
+}
+
+// sendEnvelope queues one message envelope on the bus. An envelope of plain
+// heartbeats (or their responses) goes to a bus that coalesces them, when
+// the bus can (a Host's group bus): waiting there costs a heartbeat at
+// most the coalescing interval, far below an election timeout. A heartbeat
+// that carries a read-index context is a linearizable read in progress and
+// never waits.
+func (b *Bridge) sendEnvelope(to uuid.UUID, msgs []*raftpb.Message, buf []byte) error {
+	if c, ok := b.cfg.Bus.(coalescer); ok && plainHeartbeats(msgs) {
+		return c.sendCoalesced(to, buf)
+	}
+	return b.cfg.Bus.Send(to, bus.KindMsg, buf)
+}
+
+// plainHeartbeats reports whether every message is a heartbeat or a
+// heartbeat response without a context.
+func plainHeartbeats(msgs []*raftpb.Message) bool {
+	for _, m := range msgs {
+		t := m.GetType()
+		if (t != raftpb.MsgHeartbeat && t != raftpb.MsgHeartbeatResp) || len(m.GetContext()) != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // dropOutbound counts and logs outbound messages that will not be sent and

@@ -43,6 +43,12 @@ type Config struct {
 	Cluster     uuid.UUID
 	ID          uint64
 	Incarnation uuid.UUID
+	// Group is the Raft group this bridge carries, when one incarnation
+	// holds members of many groups (Host); every envelope names it and the
+	// bridge drops envelopes of other groups (group_mismatch). Default 0,
+	// the only group of a single-group node, whose envelopes are of wire
+	// version 1.
+	Group uint64
 
 	// Bus carries the envelopes. The bridge calls Start on it (from
 	// Bridge.Start) but never Close: the caller owns the bus and closes it

@@ -131,6 +131,28 @@
 // per peer (one pending unreachable flag, the latest snapshot status) and
 // made from the bridge's own goroutine.
 //
+// # Many groups per host
+//
+// A process that holds members of many Raft groups under one incarnation
+// gives each group a Bridge of its own through a Host (NewHost,
+// Host.NewBridge): one bus subscription and one send queue per peer host
+// carry every group. Each group keeps its own directory, tombstones,
+// snapshots, drop counters and metrics (labelled "group"); a Raft ID means
+// something only within its group. The Host reads the group from an
+// envelope's header to find that group's bridge and drops envelopes of
+// groups it holds no bridge for ("unknown_group", in Host.Stats and
+// raftbus_host_dropped_payloads_total); the group's bridge then runs every
+// check below, the group included. Nothing the Host adds is trusted: a
+// batch only saves frames, a ping only says the subject's source is alive.
+//
+// Plain heartbeats and their responses (no read-index context) wait up to
+// HostConfig.CoalesceInterval (50 ms) for other groups' heartbeats to the
+// same host and leave in one batch: with many active groups, one frame per
+// interval per peer instead of one per group per tick. Heartbeats that
+// carry a read-index context, and everything else, leave at once.
+// Host.Ping and Host.LastHeard give the liveness of peer hosts, which is
+// what lets idle groups stop heartbeating (node.Host's quiescence).
+//
 // # Validation of inbound payloads
 //
 // Each payload the bus delivers is checked in this order; the first failure
@@ -140,12 +162,13 @@
 // costs a header parse and nothing else.
 //
 //  1. The fixed header parses ("decode": too short, bad magic) and its
-//     version is one this build speaks, 1 ("version"; checked right
+//     version is one this build speaks, 1 or 2 ("version"; checked right
 //     after the magic, before anything that depends on the version).
 //  2. The bus kind is msg or snap ("unknown_kind") and the envelope kind
 //     matches it ("decode").
 //  3. The envelope's cluster, and the subject's cluster token, are this
-//     bridge's cluster ("cluster_mismatch").
+//     bridge's cluster ("cluster_mismatch"), and its group is this
+//     bridge's Config.Group ("group_mismatch").
 //  4. The envelope's destination Raft ID and incarnation, and the subject's
 //     destination token, are this bridge's ("wrong_destination").
 //  5. The subject's source token equals the envelope's source incarnation,
@@ -381,6 +404,22 @@
 //	    52   16 destination incarnation
 //	    68    8 sender's directory version (Directory.Version)
 //	    76      body
+//
+// Version 2 is version 1 with the Raft group (Config.Group) after the
+// directory version; the body starts at 84. Group 0 is always written as
+// version 1, byte for byte what single-group builds write, and a version 2
+// envelope naming group 0 is malformed, so every envelope has one
+// encoding:
+//
+//	    76    8 group (1 or more)
+//	    84      body
+//
+// A Host also sends, on bus kind msg, two payloads of its own (version 2,
+// no header beyond magic, version and kind): a batch (kind 4: a varint
+// count of 1 to 4096, then that many varint-length-prefixed group
+// envelopes of kinds 1 to 3, which each group validates as if they had
+// arrived alone) and a host ping (kind 5: the 16-byte cluster ID, nothing
+// else).
 //
 // Messages body (kind 1, bus kind msg):
 //

@@ -95,6 +95,23 @@ func randHeader(r *rand.Rand) wire.Header {
 	}
 }
 
+// withGroup gives every other header a group, so round trips cover both
+// envelope versions.
+func withGroup(r *rand.Rand, h wire.Header, i int) wire.Header {
+	if i%2 == 1 {
+		h.Group = 1 + r.Uint64N(1<<40)
+	}
+	return h
+}
+
+// versionOf is the envelope version written for group.
+func versionOf(group uint64) uint8 {
+	if group == 0 {
+		return 1
+	}
+	return 2
+}
+
 func equalMessages(t *testing.T, want, got []*raftpb.Message) {
 	t.Helper()
 	if len(want) != len(got) {
@@ -111,12 +128,12 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	var buf []byte
 	for i := range 500 {
-		h := randHeader(r)
+		h := withGroup(r, randHeader(r), i)
 		msgs := make([]*raftpb.Message, 1+r.IntN(20))
 		for j := range msgs {
 			msgs[j] = randMessage(r)
 		}
-		size := wire.EnvelopeSize(msgs)
+		size := wire.EnvelopeSize(h.Group, msgs)
 		var err error
 		// Alternate between a fresh and a reused buffer with stale bytes.
 		if i%2 == 0 {
@@ -134,7 +151,7 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 			t.Fatalf("iteration %d: %v", i, err)
 		}
 		want := h
-		want.Version, want.Kind = wire.MaxVersion, wire.EnvelopeMessages
+		want.Version, want.Kind = versionOf(h.Group), wire.EnvelopeMessages
 		if env.Header != want {
 			t.Fatalf("header %+v, want %+v", env.Header, want)
 		}
@@ -231,9 +248,9 @@ func TestDecodeHeaderChecksVersionBeforeLength(t *testing.T) {
 
 func TestSnapChunkRoundTrip(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
-	for range 200 {
+	for i := range 200 {
 		c := snapChunk{
-			Header:   randHeader(r),
+			Header:   withGroup(r, randHeader(r), i),
 			Transfer: r.Uint64(), Term: r.Uint64(), Index: r.Uint64(),
 			Chunks: 1 + r.Uint32N(100), Size: 1000 + r.Uint64N(1<<30), CRC: r.Uint32(),
 		}
@@ -252,7 +269,7 @@ func TestSnapChunkRoundTrip(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := c
-		want.Version, want.Kind = wire.MaxVersion, wire.EnvelopeSnapChunk
+		want.Version, want.Kind = versionOf(want.Group), wire.EnvelopeSnapChunk
 		if got.Header != want.Header || got.Transfer != want.Transfer || got.Term != want.Term ||
 			got.Index != want.Index || got.Chunk != want.Chunk || got.Chunks != want.Chunks ||
 			got.Size != want.Size || got.CRC != want.CRC || !bytes.Equal(got.Meta, want.Meta) || !bytes.Equal(got.Data, want.Data) {
@@ -298,7 +315,7 @@ func TestSnapChunkRejectsInconsistentFields(t *testing.T) {
 func TestSnapAckRoundTrip(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 8))
 	for st := ackProgress; st <= ackFailed; st++ {
-		a := snapAck{Header: randHeader(r), Transfer: r.Uint64(), Index: r.Uint64(), Status: st, Next: r.Uint32()}
+		a := snapAck{Header: withGroup(r, randHeader(r), int(st)), Transfer: r.Uint64(), Index: r.Uint64(), Status: st, Next: r.Uint32()}
 		b := appendSnapAck(nil, &a)
 		h, body, err := wire.DecodeHeader(b)
 		if err != nil {
@@ -308,7 +325,7 @@ func TestSnapAckRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		a.Version, a.Kind = wire.MaxVersion, wire.EnvelopeSnapAck
+		a.Version, a.Kind = versionOf(a.Group), wire.EnvelopeSnapAck
 		if *got != a {
 			t.Fatalf("ack %+v, want %+v", got, a)
 		}

@@ -122,6 +122,8 @@ func (b *Bridge) admit(d bus.Delivery, h *wire.Header, n int) bool {
 	switch {
 	case h.Cluster != b.cfg.Cluster || d.Cluster != b.cfg.Cluster:
 		reason = DropClusterMismatch
+	case h.Group != b.cfg.Group:
+		reason = DropGroupMismatch
 	case h.To != b.self || d.To != b.self.Incarnation:
 		reason = DropWrongDestination
 	case d.From != h.From.Incarnation || h.From.ID == raft.None || raft.IsLocalMsgTarget(h.From.ID):

@@ -22,6 +22,8 @@ const (
 	DropDecode           = bus.DropBadFrame // "decode"
 	DropVersion          = bus.DropReason("version")
 	DropClusterMismatch  = bus.DropReason("cluster_mismatch")
+	DropGroupMismatch    = bus.DropReason("group_mismatch")
+	DropUnknownGroup     = bus.DropReason("unknown_group")
 	DropWrongDestination = bus.DropReason("wrong_destination")
 	DropSourceMismatch   = bus.DropReason("source_mismatch")
 	DropTombstoned       = bus.DropReason("tombstoned")
@@ -61,7 +63,7 @@ const (
 // in-memory bus's fault-injection reason (bus.DropPartitioned) is
 // deliberately absent: only tests produce it.
 var DropReasons = []bus.DropReason{
-	DropDecode, DropVersion, DropClusterMismatch, DropWrongDestination, DropSourceMismatch,
+	DropDecode, DropVersion, DropClusterMismatch, DropGroupMismatch, DropWrongDestination, DropSourceMismatch,
 	DropTombstoned, DropStaleIncarnation, DropUnknownSender, DropMessageMismatch,
 	DropProcessFailed, DropUnknownPeer, DropLocalMessage, DropUnknownKind, DropEncode,
 	DropBridgeClosed,

@@ -510,10 +510,10 @@ func (r *snapReceiver) ack(to wire.Endpoint, transfer, index uint64, st ackStatu
 		return
 	}
 	a := snapAck{
-		Header:   wire.Header{Cluster: b.cfg.Cluster, From: b.self, To: to, DirectoryVersion: dir.Version()},
+		Header:   b.headerWithVersion(to, dir.Version()),
 		Transfer: transfer, Index: index, Status: st, Next: next,
 	}
-	buf := appendSnapAck(make([]byte, 0, wire.HeaderSize+ackBodySize), &a)
+	buf := appendSnapAck(make([]byte, 0, wire.MaxHeaderSize+ackBodySize), &a)
 	if err := b.cfg.Bus.Send(to.Incarnation, bus.KindSnap, buf); err != nil {
 		b.dropChunk(to, bus.ReasonOf(err), "raftbridge: dropped outbound snapshot ack", err)
 		return

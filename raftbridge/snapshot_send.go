@@ -231,7 +231,7 @@ func (sn *snapSender) transfer(job *snapJob) (SnapshotResult, string) {
 	var acked, next uint32 // chunks acknowledged in order; next chunk to send
 	window := newSnapWindow(uint32(b.cfg.SnapshotWindow))
 	c := snapChunk{
-		Header:   wire.Header{Cluster: b.cfg.Cluster, From: b.self, To: job.to},
+		Header:   b.header(job.to),
 		Transfer: rand.Uint64(),
 		Term:     job.term,
 		Index:    job.index,

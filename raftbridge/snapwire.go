@@ -36,7 +36,7 @@ type snapChunk struct {
 const chunkFixedSize = 8 + 8 + 8 + 4 + 4 + 8 + 4
 
 // chunkOverhead bounds everything in a chunk envelope except Meta and Data.
-const chunkOverhead = wire.HeaderSize + chunkFixedSize + 2*binary.MaxVarintLen64
+const chunkOverhead = wire.MaxHeaderSize + chunkFixedSize + 2*binary.MaxVarintLen64
 
 func appendSnapChunk(dst []byte, c *snapChunk) []byte {
 	return append(appendSnapChunkHead(dst, c, len(c.Data)), c.Data...)

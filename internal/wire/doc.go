@@ -1,6 +1,8 @@
 // Package wire holds raftbus's byte-level codecs: the raftbridge envelope
 // (header, message batches; the snapshot chunk and ack bodies stay in
-// raftbridge), the bus frame that coalesces payloads into one network
+// raftbridge; version 1 for group 0, version 2 with the Raft group for
+// the others), a host's batches of envelopes and its pings (batch.go), the
+// bus frame that coalesces payloads into one network
 // message, and the subject layout of the buses.
 //
 // The formats are specified in raftbridge/doc.go (Wire format) and

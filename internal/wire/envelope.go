@@ -11,17 +11,24 @@ import (
 )
 
 // Envelope versions this build speaks. A received envelope whose version is
-// outside [MinVersion, MaxVersion] is dropped with reason "version"; the
-// encoder always writes MaxVersion.
+// outside [MinVersion, MaxVersion] is dropped with reason "version". The
+// encoder writes version 1 for group 0 (byte for byte what single-group
+// builds write, so they keep interoperating) and version 2, which adds the
+// Raft group, for every other group.
 const (
 	MinVersion = 1
-	MaxVersion = 1
+	MaxVersion = 2
 )
 
 // Wire limits and sizes; doc.go gives the full format.
 const (
 	// HeaderSize is the size of the fixed envelope header of version 1.
 	HeaderSize = 76
+	// HeaderSizeV2 is the size of the header of version 2: version 1's
+	// followed by the 8-byte group.
+	HeaderSizeV2 = HeaderSize + 8
+	// MaxHeaderSize is the largest header of any version.
+	MaxHeaderSize = HeaderSizeV2
 	// MaxMessagesPerEnvelope caps the Raft messages in one envelope. The
 	// decoder rejects a larger count before allocating anything, and the
 	// bridge splits larger batches.
@@ -57,6 +64,15 @@ const (
 	EnvelopeSnapChunk EnvelopeKind = 2
 	// EnvelopeSnapAck acknowledges snapshot chunks.
 	EnvelopeSnapAck EnvelopeKind = 3
+	// EnvelopeBatch (version 2 only, on bus.KindMsg subjects) holds
+	// several complete message envelopes, of any groups, for one
+	// destination: a host coalesces heartbeats into it (batch.go). It has
+	// no header of its own beyond magic, version and kind.
+	EnvelopeBatch EnvelopeKind = 4
+	// EnvelopeHostPing (version 2 only, on bus.KindMsg subjects) tells a
+	// peer host that this host is alive while all the groups they share
+	// are quiescent; it carries only the cluster.
+	EnvelopeHostPing EnvelopeKind = 5
 )
 
 func (k EnvelopeKind) String() string {
@@ -67,6 +83,10 @@ func (k EnvelopeKind) String() string {
 		return "snap-chunk"
 	case EnvelopeSnapAck:
 		return "snap-ack"
+	case EnvelopeBatch:
+		return "batch"
+	case EnvelopeHostPing:
+		return "host-ping"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -91,6 +111,25 @@ type Header struct {
 	// envelope. It is informational: a receiver learns that a peer has seen
 	// newer membership, it never changes membership because of it.
 	DirectoryVersion uint64
+	// Group is the Raft group the envelope belongs to; 0 is the default
+	// group, the only one of version 1.
+	Group uint64
+}
+
+// HeaderLen is the size of the header the encoder writes for group.
+func HeaderLen(group uint64) int {
+	if group == 0 {
+		return HeaderSize
+	}
+	return HeaderSizeV2
+}
+
+// versionFor is the version the encoder writes for group.
+func versionFor(group uint64) uint8 {
+	if group == 0 {
+		return 1
+	}
+	return 2
 }
 
 // Envelope is a decoded envelope of kind EnvelopeMessages.
@@ -107,23 +146,29 @@ var marshalOpts = proto.MarshalOptions{UseCachedSize: true}
 // raft version, and a Raft message is never nested deeply on the wire.
 var UnmarshalOpts = proto.UnmarshalOptions{DiscardUnknown: true, RecursionLimit: 32}
 
-// AppendHeader appends the fixed header of version MaxVersion to dst;
-// h.Version is ignored. The snapshot chunk and ack bodies follow it.
+// AppendHeader appends the fixed header to dst, of version 1 for group 0
+// and version 2 otherwise; h.Version is ignored. The snapshot chunk and ack
+// bodies follow it.
 func AppendHeader(dst []byte, h *Header) []byte {
-	dst = append(dst, magic0, magic1, MaxVersion, byte(h.Kind))
+	v := versionFor(h.Group)
+	dst = append(dst, magic0, magic1, v, byte(h.Kind))
 	dst = append(dst, h.Cluster[:]...)
 	dst = binary.BigEndian.AppendUint64(dst, h.From.ID)
 	dst = append(dst, h.From.Incarnation[:]...)
 	dst = binary.BigEndian.AppendUint64(dst, h.To.ID)
 	dst = append(dst, h.To.Incarnation[:]...)
-	return binary.BigEndian.AppendUint64(dst, h.DirectoryVersion)
+	dst = binary.BigEndian.AppendUint64(dst, h.DirectoryVersion)
+	if v == 2 {
+		dst = binary.BigEndian.AppendUint64(dst, h.Group)
+	}
+	return dst
 }
 
 // EnvelopeSize returns the encoded size of an envelope holding msgs. As a
 // side effect it caches each message's protobuf size, which AppendEnvelope
 // then reuses; the messages must not change in between.
-func EnvelopeSize(msgs []*raftpb.Message) int {
-	n := HeaderSize + UvarintLen(uint64(len(msgs)))
+func EnvelopeSize(group uint64, msgs []*raftpb.Message) int {
+	n := HeaderLen(group) + UvarintLen(uint64(len(msgs)))
 	for _, m := range msgs {
 		n += FramedSize(proto.Size(m))
 	}
@@ -193,12 +238,18 @@ func DecodeHeader(b []byte) (Header, []byte, error) {
 	if h.Version < MinVersion || h.Version > MaxVersion {
 		return h, nil, fmt.Errorf("%w: version %d, this build speaks %d to %d", ErrVersion, h.Version, MinVersion, MaxVersion)
 	}
-	if len(b) < HeaderSize {
-		return h, nil, fmt.Errorf("%w: %d bytes is shorter than the %d-byte header", ErrMalformed, len(b), HeaderSize)
+	size := HeaderSize
+	if h.Version == 2 {
+		size = HeaderSizeV2
+	}
+	if len(b) < size {
+		return h, nil, fmt.Errorf("%w: %d bytes is shorter than the %d-byte header", ErrMalformed, len(b), size)
 	}
 	h.Kind = EnvelopeKind(b[3])
 	if h.Kind < EnvelopeMessages || h.Kind > EnvelopeSnapAck {
-		return h, nil, fmt.Errorf("%w: unknown envelope kind %d", ErrMalformed, b[3])
+		// Batches and host pings are a host's business (DecodeBatch,
+		// DecodeHostPing), never a group's.
+		return h, nil, fmt.Errorf("%w: envelope kind %d where a group's envelope was expected", ErrMalformed, b[3])
 	}
 	copy(h.Cluster[:], b[4:20])
 	h.From.ID = binary.BigEndian.Uint64(b[20:28])
@@ -206,7 +257,14 @@ func DecodeHeader(b []byte) (Header, []byte, error) {
 	h.To.ID = binary.BigEndian.Uint64(b[44:52])
 	copy(h.To.Incarnation[:], b[52:68])
 	h.DirectoryVersion = binary.BigEndian.Uint64(b[68:76])
-	return h, b[HeaderSize:], nil
+	if h.Version == 2 {
+		h.Group = binary.BigEndian.Uint64(b[76:84])
+		if h.Group == 0 {
+			// Group 0 has exactly one encoding, version 1.
+			return h, nil, fmt.Errorf("%w: version 2 envelope of group 0", ErrMalformed)
+		}
+	}
+	return h, b[size:], nil
 }
 
 // DecodeEnvelope decodes an envelope of kind EnvelopeMessages. It never
