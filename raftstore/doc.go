@@ -117,13 +117,41 @@
 // or an acknowledged entry can elect two leaders or lose committed data for
 // the whole cluster, so NoSync is for tests and benchmarks only.
 //
+// # Many Raft groups in one store
+//
+// A process that runs many Raft groups opens one Host per disk (OpenHost)
+// and a *Store per group (Host.Group); each has the whole contract above,
+// confined to its group. All groups share one Pebble database, so one
+// write-ahead log, block cache and memtable: the synced commits of
+// concurrent Saves of different groups are made durable by one WAL fsync
+// (Pebble's commit pipeline groups them), which Host.Stats and the
+// raftbus_raftstore_wal_fsyncs_total and
+// raftbus_raftstore_synced_commits_total counters show. They also share a
+// fate: a storage failure in any group fails every group of the Host with
+// the same error, since the WAL and the disk are common and their state is
+// unknown after it. Per-group metrics carry a "group" label; the WAL's are
+// registered once. An idle group costs a few KiB of heap (its entry cache
+// fills only with what it saves).
+//
+// Group 0 is the store of Open, byte for byte: Open is a Host of one group
+// that closes with its store, so a directory written by Open is group 0 of
+// a Host and the other way round. Every other group's keys carry the prefix
+// 'g' + 8-byte big-endian group (keys.go), a byte no group-0 key starts
+// with, so that no range deletion or scan of one group can reach another's
+// keys; each group has its own format-version key. Group 0 exists in every
+// database (it is created with it), so Host.Groups always lists it.
+//
 // # On disk
 //
-// The store directory holds db/ (Pebble) and snap/ (snapshot data). A
-// format-version key guards the layout: Open fails with ErrUnsupportedFormat
-// for a version it does not know, and with ErrCorrupt when stored records do
-// not decode, the log does not start right after its truncation point, or
-// the latest snapshot file is missing or fails its CRC32C. Open verifies the
+// The store directory holds db/ (Pebble) and snap/ (snapshot data, of
+// group 0 in a Host); a Host adds groups/<g in 16 hex digits>/ for the
+// snapshot data of each group g > 0, pruned only within the group. A
+// format-version key per group guards the layout: Open (or Host.Group)
+// fails with ErrUnsupportedFormat for a version it does not know, and with
+// ErrCorrupt when stored records do not decode, the log does not start
+// right after its truncation point, or the latest snapshot file is missing
+// or fails its CRC32C. A group g > 0 that has keys but no format version is
+// corrupt too, not new. Open verifies the
 // snapshot file's checksum by streaming it (constant memory); Snapshot
 // verifies it again when it loads the data. Pebble locks db/, so one
 // directory cannot be opened twice at once. A new store's database is
@@ -138,8 +166,8 @@
 // newer than the recorded snapshot for that reason, instead of deleting them
 // as leftovers; the next snapshot install removes them.
 //
-// Memory: the newest entries (Options.EntryCacheSize bytes) and the data of
-// the latest snapshot, once Snapshot or CreateSnapshot/ApplySnapshot has
-// touched it, are kept in memory; Pebble's block cache and memtables are
-// sized by Options.
+// Memory: the newest entries (Options.EntryCacheSize bytes per group) and
+// the data of the latest snapshot, once Snapshot or
+// CreateSnapshot/ApplySnapshot has touched it, are kept in memory; Pebble's
+// block cache and memtables (one set per Host) are sized by Options.
 package raftstore

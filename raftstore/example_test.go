@@ -58,3 +58,36 @@ func Example() {
 	// Output:
 	// term=1 commit=2 voters=[1] log=[3,2] snapshot=2 "state at 2"
 }
+
+func ExampleOpenHost() {
+	dir, err := os.MkdirTemp("", "raftstore-host-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+
+	// One Pebble database, and one WAL, for all the Raft groups of a process.
+	host, err := raftstore.OpenHost(dir, raftstore.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, g := range []uint64{1, 2, 3} {
+		store, err := host.Group(g) // a raft.Storage of its own for each group
+		if err != nil {
+			log.Fatal(err)
+		}
+		hs := &raftpb.HardState{Term: new(uint64(1)), Vote: new(g), Commit: new(uint64(0))}
+		if err := store.Save(hs, []*raftpb.Entry{{Index: new(uint64(1)), Term: new(uint64(1))}}); err != nil {
+			log.Fatal(err)
+		}
+	}
+	// Group 0 is created with the database.
+	groups, _ := host.Groups()
+	fmt.Println("groups:", groups)
+	// Closing the Host closes every group's store too.
+	if err := host.Close(); err != nil {
+		log.Fatal(err)
+	}
+	// Output:
+	// groups: [0 1 2 3]
+}

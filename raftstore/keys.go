@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
@@ -14,7 +15,9 @@ import (
 // encoding below changes.
 const formatVersion uint32 = 1
 
-// Key layout. Everything lives in one Pebble keyspace:
+// Key layout. Everything lives in one Pebble keyspace. Group 0 (the only
+// group of a store opened with Open) uses the layout of the first version,
+// unprefixed:
 //
 //	"m/version"   -> uint32 big-endian formatVersion
 //	"m/hardstate" -> proto-encoded raftpb.HardState (absent until first saved)
@@ -24,6 +27,18 @@ const formatVersion uint32 = 1
 //	"m/snapshot"  -> snapRecord of the latest snapshot (absent if none)
 //	"l" + 8-byte big-endian index -> proto-encoded raftpb.Entry
 //
+// Group g > 0 of a Host has the same keys, each behind a 9-byte group
+// prefix: 'g' + 8-byte big-endian g. So group 7's hard state is
+// "g\x00\x00\x00\x00\x00\x00\x00\x07m/hardstate" and its entry 5 is
+// "g" + be64(7) + "l" + be64(5). Every group has its own "m/version".
+//
+// Why this is safe for range operations: no group-0 key starts with 'g'
+// (they start with 'm' or 'l'), so no group-0 range ('l'+be64(0) up to "m")
+// contains a prefixed key, and the prefix has a fixed width, so a range of
+// group g (prefix+"l"+... up to prefix+"m") lies strictly inside g's prefix
+// and cannot reach g+1's keys; and 'g' < 'l', so group-0 ranges cannot reach
+// down into prefixed keys either.
+//
 // Fixed-width big-endian indexes make the byte order of log keys the numeric
 // order of indexes, so a range scan reads the log in order.
 var (
@@ -32,6 +47,66 @@ var (
 	keyTruncated = []byte("m/truncated")
 	keySnapshot  = []byte("m/snapshot")
 )
+
+// groupPrefixByte starts every key of a group g > 0. It must differ from
+// the first byte of every group-0 key ('m', 'l').
+const groupPrefixByte = 'g'
+
+// groupPrefixLen is the length of the prefix of a group g > 0.
+const groupPrefixLen = 1 + 8
+
+// groupPrefix returns the key prefix of group g > 0.
+func groupPrefix(g uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{groupPrefixByte}, g)
+}
+
+// keySpace is the set of keys of one group. The group-0 key space has no
+// prefix, so its keys are the package-level ones above.
+type keySpace struct {
+	prefix                                  []byte // nil for group 0
+	version, hardState, truncated, snapshot []byte
+	logStart, logEnd                        []byte // bounds of every log key
+}
+
+func newKeySpace(g uint64) *keySpace {
+	if g == 0 {
+		return &keySpace{version: keyVersion, hardState: keyHardState, truncated: keyTruncated,
+			snapshot: keySnapshot, logStart: logKey(0), logEnd: logKeyEnd}
+	}
+	p := groupPrefix(g)
+	with := func(k []byte) []byte { return append(append(make([]byte, 0, len(p)+len(k)), p...), k...) }
+	k := &keySpace{prefix: p, version: with(keyVersion), hardState: with(keyHardState),
+		truncated: with(keyTruncated), snapshot: with(keySnapshot), logEnd: with(logKeyEnd)}
+	k.logStart = k.logKey(0)
+	return k
+}
+
+// logKey returns the group's key of the entry at index.
+func (k *keySpace) logKey(index uint64) []byte {
+	return k.appendLogKey(make([]byte, 0, len(k.prefix)+logKeyLen), index)
+}
+
+// appendLogKey appends the group's key of the entry at index to b.
+func (k *keySpace) appendLogKey(b []byte, index uint64) []byte {
+	return appendLogKey(append(b, k.prefix...), index)
+}
+
+// parseLogKey returns the index of one of the group's log keys.
+func (k *keySpace) parseLogKey(key []byte) (uint64, error) {
+	if len(key) < len(k.prefix) || !bytes.Equal(key[:len(k.prefix)], k.prefix) {
+		return 0, fmt.Errorf("%w: log key %x outside its group", ErrCorrupt, key)
+	}
+	return parseLogKey(key[len(k.prefix):])
+}
+
+// logKeyAfter returns the group's key of the entry after index, or the
+// group's log end when index is the largest possible.
+func (k *keySpace) logKeyAfter(index uint64) []byte {
+	if index == math.MaxUint64 {
+		return k.logEnd
+	}
+	return k.logKey(index + 1)
+}
 
 const logPrefix = 'l'
 
@@ -48,7 +123,7 @@ func appendLogKey(b []byte, index uint64) []byte {
 	return binary.BigEndian.AppendUint64(append(b, logPrefix), index)
 }
 
-// logKeyEnd is the exclusive upper bound of every log key.
+// logKeyEnd is the exclusive upper bound of every log key of group 0.
 var logKeyEnd = []byte{logPrefix + 1}
 
 // parseLogKey returns the index of a log key.

@@ -85,7 +85,7 @@ func (s *Store) save(hs *raftpb.HardState, entries []*raftpb.Entry, wo *pebble.W
 		if buf, err = (proto.MarshalOptions{}).MarshalAppend(buf[:0], e); err != nil {
 			return fmt.Errorf("raftstore: encode entry %d: %w", e.GetIndex(), err)
 		}
-		key = appendLogKey(key[:0], e.GetIndex())
+		key = s.keys.appendLogKey(key[:0], e.GetIndex())
 		_ = b.Set(key, buf, nil) // Set copies key and value into the batch
 		sizes[i] = int64(len(buf))
 		total += int64(len(buf))
@@ -96,7 +96,7 @@ func (s *Store) save(hs *raftpb.HardState, entries []*raftpb.Entry, wo *pebble.W
 		newLast = entries[len(entries)-1].GetIndex()
 		replacing = entries[0].GetIndex() <= s.lastIndex
 		if newLast < s.lastIndex {
-			_ = b.DeleteRange(logKey(newLast+1), logKeyAfter(s.lastIndex), nil)
+			_ = b.DeleteRange(s.keys.logKey(newLast+1), s.keys.logKeyAfter(s.lastIndex), nil)
 		}
 	}
 	var hsCopy *raftpb.HardState
@@ -106,7 +106,7 @@ func (s *Store) save(hs *raftpb.HardState, entries []*raftpb.Entry, wo *pebble.W
 		if err != nil {
 			return fmt.Errorf("raftstore: encode hard state: %w", err)
 		}
-		_ = b.Set(keyHardState, v, nil)
+		_ = b.Set(s.keys.hardState, v, nil)
 	}
 
 	update := func() {
@@ -122,7 +122,7 @@ func (s *Store) save(hs *raftpb.HardState, entries []*raftpb.Entry, wo *pebble.W
 		// Readers must not see the old suffix in memory and the new one in
 		// Pebble, so they wait for the commit.
 		s.mu.Lock()
-		err := commitBatch(b, wo)
+		err := s.commit(b, wo)
 		if err == nil {
 			update()
 		}
@@ -131,7 +131,7 @@ func (s *Store) save(hs *raftpb.HardState, entries []*raftpb.Entry, wo *pebble.W
 			return s.fail(fmt.Errorf("commit: %w", err))
 		}
 	} else {
-		if err := commitBatch(b, wo); err != nil {
+		if err := s.commit(b, wo); err != nil {
 			return s.fail(fmt.Errorf("commit: %w", err))
 		}
 		s.mu.Lock()
@@ -209,7 +209,7 @@ func (s *Store) Entries(lo, hi, maxSize uint64) ([]*raftpb.Entry, error) {
 // readLog reads the entries in [lo, hi) from Pebble, stopping early (stop =
 // true) once maxSize is exceeded. Call it with mu held.
 func (s *Store) readLog(lo, hi, maxSize uint64) (out []*raftpb.Entry, size uint64, stop bool, err error) {
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: logKey(lo), UpperBound: logKey(hi)})
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: s.keys.logKey(lo), UpperBound: s.keys.logKey(hi)})
 	if err != nil {
 		return nil, 0, false, fmt.Errorf("raftstore: iterate log: %w", err)
 	}
@@ -219,7 +219,7 @@ func (s *Store) readLog(lo, hi, maxSize uint64) (out []*raftpb.Entry, size uint6
 	}
 	want := lo
 	for ok := it.First(); ok; ok = it.Next() {
-		idx, err := parseLogKey(it.Key())
+		idx, err := s.keys.parseLogKey(it.Key())
 		if err != nil {
 			return nil, 0, false, err
 		}
@@ -279,7 +279,7 @@ func (s *Store) term(i uint64) (uint64, error) {
 		return s.cache.get(i).GetTerm(), nil
 	}
 	s.metrics.cacheMisses.Inc()
-	v, err := s.get(logKey(i))
+	v, err := s.get(s.keys.logKey(i))
 	if err != nil {
 		return 0, err
 	}
@@ -320,11 +320,11 @@ func (s *Store) Compact(compactIndex uint64) error {
 	next := truncatedState{index: compactIndex, term: term}
 	b := s.db.NewBatch()
 	defer b.Close()
-	_ = b.DeleteRange(logKey(s.trunc.index+1), logKeyAfter(compactIndex), nil)
-	_ = b.Set(keyTruncated, next.encode(), nil)
+	_ = b.DeleteRange(s.keys.logKey(s.trunc.index+1), s.keys.logKeyAfter(compactIndex), nil)
+	_ = b.Set(s.keys.truncated, next.encode(), nil)
 
 	s.mu.Lock()
-	err = commitBatch(b, pebble.NoSync)
+	err = s.commit(b, pebble.NoSync)
 	if err == nil {
 		s.trunc = next
 		s.cache.dropBefore(compactIndex + 1)

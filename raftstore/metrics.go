@@ -2,17 +2,18 @@ package raftstore
 
 import (
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// metrics are always maintained; they are registered only when
-// Options.Registerer is set.
+// metrics are a group's; they are always maintained and registered only
+// when Options.Registerer is set (for a group of a Host, with a "group"
+// label).
 type metrics struct {
 	saveDuration  prometheus.Histogram
-	fsyncDuration prometheus.Histogram
 	savedEntries  prometheus.Counter
 	savedBytes    prometheus.Counter
 	cacheHits     prometheus.Counter
@@ -20,17 +21,14 @@ type metrics struct {
 	snapshotBytes prometheus.Gauge
 }
 
+const metricsNamespace, metricsSubsystem = "raftbus", "raftstore"
+
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
-	const ns, sub = "raftbus", "raftstore"
+	const ns, sub = metricsNamespace, metricsSubsystem
 	m := &metrics{
 		saveDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: ns, Subsystem: sub, Name: "save_duration_seconds",
 			Help:    "Time Save took to commit a Ready's entries and hard state, fsync included.",
-			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16), // 50µs .. ~1.6s
-		}),
-		fsyncDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Namespace: ns, Subsystem: sub, Name: "wal_fsync_duration_seconds",
-			Help:    "Time one fsync (fdatasync) of Pebble's write-ahead log took (etcd_disk_wal_fsync_duration_seconds); not observed with NoSync.",
 			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16), // 50µs .. ~1.6s
 		}),
 		savedEntries: prometheus.NewCounter(prometheus.CounterOpts{
@@ -54,37 +52,91 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Size of the data of the latest snapshot.",
 		}),
 	}
-	if reg == nil {
-		return m, nil
-	}
-	for _, c := range []prometheus.Collector{m.saveDuration, m.fsyncDuration, m.savedEntries, m.savedBytes, m.cacheHits, m.cacheMisses, m.snapshotBytes} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("raftstore: register metrics: %w", err)
-		}
+	if err := registerAll(reg, m.collectors()); err != nil {
+		return nil, err
 	}
 	return m, nil
+}
+
+func (m *metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.saveDuration, m.savedEntries, m.savedBytes, m.cacheHits, m.cacheMisses, m.snapshotBytes}
 }
 
 // unregister removes the collectors so that a store can be reopened with the
 // same registerer.
 func (m *metrics) unregister(reg prometheus.Registerer) {
+	unregisterAll(reg, m.collectors())
+}
+
+// registerAll registers cs on reg (nil: nowhere), all or none.
+func registerAll(reg prometheus.Registerer, cs []prometheus.Collector) error {
+	if reg == nil {
+		return nil
+	}
+	for i, c := range cs {
+		if err := reg.Register(c); err != nil {
+			unregisterAll(reg, cs[:i])
+			return fmt.Errorf("raftstore: register metrics: %w", err)
+		}
+	}
+	return nil
+}
+
+func unregisterAll(reg prometheus.Registerer, cs []prometheus.Collector) {
 	if reg == nil {
 		return
 	}
-	for _, c := range []prometheus.Collector{m.saveDuration, m.fsyncDuration, m.savedEntries, m.savedBytes, m.cacheHits, m.cacheMisses, m.snapshotBytes} {
+	for _, c := range cs {
 		reg.Unregister(c)
 	}
+}
+
+// hostMetrics are those of the shared database and WAL, registered once
+// per Host, without a group label.
+type hostMetrics struct {
+	fsyncDuration prometheus.Histogram
+	walFsyncs     prometheus.CounterFunc
+	syncedCommits prometheus.CounterFunc
+}
+
+func newHostMetrics(reg prometheus.Registerer, h *Host) (*hostMetrics, error) {
+	const ns, sub = metricsNamespace, metricsSubsystem
+	m := &hostMetrics{
+		fsyncDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "wal_fsync_duration_seconds",
+			Help:    "Time one fsync (fdatasync) of Pebble's write-ahead log took (etcd_disk_wal_fsync_duration_seconds); not observed with NoSync.",
+			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16), // 50µs .. ~1.6s
+		}),
+		walFsyncs: prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "wal_fsyncs_total",
+			Help: "Fsyncs of Pebble's write-ahead log, shared by all Raft groups of the store; none with NoSync.",
+		}, func() float64 { return float64(h.walFsyncs.Load()) }),
+		syncedCommits: prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "synced_commits_total",
+			Help: "Batches committed with fsync (Save, snapshots, group creation) by all Raft groups of the store; above wal_fsyncs_total when Pebble coalesces concurrent commits into one fsync.",
+		}, func() float64 { return float64(h.syncedCommits.Load()) }),
+	}
+	if err := registerAll(reg, m.collectors()); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (m *hostMetrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.fsyncDuration, m.walFsyncs, m.syncedCommits}
 }
 
 // walCategory is the DiskWriteCategory Pebble creates its WAL files with.
 const walCategory vfs.DiskWriteCategory = "pebble-wal"
 
-// fsyncTimingFS times the fsyncs of the WAL files Pebble creates through
-// it: the durable half of every Save, which Pebble's own latency histogram
-// keeps to itself.
+// fsyncTimingFS times and counts the fsyncs of the WAL files Pebble creates
+// through it: the durable half of every Save, which Pebble's own latency
+// histogram keeps to itself. The count against the synced commits shows
+// how well Pebble groups the commits of concurrent Saves into one fsync.
 type fsyncTimingFS struct {
 	vfs.FS
 	h prometheus.Histogram
+	n *atomic.Uint64
 }
 
 func (fs fsyncTimingFS) Create(name string, c vfs.DiskWriteCategory) (vfs.File, error) {
@@ -101,15 +153,17 @@ func (fs fsyncTimingFS) timed(f vfs.File, err error, c vfs.DiskWriteCategory) (v
 	if err != nil || c != walCategory {
 		return f, err
 	}
-	return fsyncTimedFile{File: f, h: fs.h}, nil
+	return fsyncTimedFile{File: f, h: fs.h, n: fs.n}, nil
 }
 
 type fsyncTimedFile struct {
 	vfs.File
 	h prometheus.Histogram
+	n *atomic.Uint64
 }
 
 func (f fsyncTimedFile) Sync() error {
+	f.n.Add(1)
 	start := time.Now()
 	err := f.File.Sync()
 	f.h.Observe(time.Since(start).Seconds())
@@ -117,6 +171,7 @@ func (f fsyncTimedFile) Sync() error {
 }
 
 func (f fsyncTimedFile) SyncData() error {
+	f.n.Add(1)
 	start := time.Now()
 	err := f.File.SyncData()
 	f.h.Observe(time.Since(start).Seconds())

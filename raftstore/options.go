@@ -35,8 +35,10 @@ type Options struct {
 	Logger *slog.Logger
 
 	// Registerer, if set, receives the store's metrics (see metrics.go).
-	// nil registers nothing. Two stores in one process need distinct
-	// registerers, for example prometheus.WrapRegistererWith(labels, reg).
+	// nil registers nothing. Two stores of Open in one process need
+	// distinct registerers, for example prometheus.WrapRegistererWith(labels,
+	// reg); the groups of one Host share it, their series told apart by a
+	// "group" label.
 	Registerer prometheus.Registerer
 
 	// NoSync disables every fsync: Pebble commits are not synced, Pebble's

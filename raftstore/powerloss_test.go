@@ -6,6 +6,7 @@ import (
 	"hash/crc32"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -192,23 +193,20 @@ func referenceStates(t *testing.T, steps []crashStep) []string {
 	return fps
 }
 
-// runWorkload runs the workload on c, stopping at the first failed step,
-// which must be a sticky ErrFailed. Only the clean mode counts the
-// operations of Open. In the failing mode an Open on a disk that keeps
+// runWorkload runs the workload on c in the layout l, stopping at the first
+// failed step, which must be a sticky ErrFailed, for the other groups of a
+// Host too. Only the clean mode counts the operations of Open (of creating
+// the group, in a Host). In the failing mode an Open on a disk that keeps
 // failing never returns (Pebble retries a failed flush forever). In the
 // torn mode Pebble itself does not survive every image of a new database:
 // it creates its MANIFEST and the marker naming it without a directory
 // fsync between them, and an image may keep the marker without the
 // MANIFEST; a journaling file system keeps the two in order.
-func runWorkload(t *testing.T, c *crashFS, steps []crashStep) {
+func runWorkload(t *testing.T, c *crashFS, steps []crashStep, l *crashLayout) {
 	t.Helper()
-	c.armed.Store(!c.failing && !c.torn)
-	s, err := Open(crashDir, Options{fs: c.fs, Logger: nopLogger()})
-	if err != nil {
-		t.Fatalf("crash at op %d: Open: %v", c.crashAt, err)
-	}
+	s, siblings, closeAll := l.open(t, c)
 	defer func() {
-		if err := s.Close(); err != nil && !c.failing {
+		if err := closeAll(); err != nil && !c.failing {
 			t.Errorf("Close: %v", err)
 		}
 	}()
@@ -217,12 +215,15 @@ func runWorkload(t *testing.T, c *crashFS, steps []crashStep) {
 		c.started.Store(int64(i + 1))
 		if err := st.run(s); err != nil {
 			if !c.failing || !errors.Is(err, ErrFailed) || !errors.Is(err, errPowerLoss) {
-				t.Fatalf("crash at op %d (failing=%v): %s: %v, want ErrFailed wrapping the I/O error", c.crashAt, c.failing, st.name, err)
+				t.Fatalf("%s: crash at op %d (failing=%v): %s: %v, want ErrFailed wrapping the I/O error", l.name, c.crashAt, c.failing, st.name, err)
 			}
 			c.failed = true
-			// Sticky: nothing more is accepted, even when the disk works.
-			if err := s.Save(nil, ents(1000, 1000, 9)); !errors.Is(err, ErrFailed) {
-				t.Fatalf("crash at op %d: Save after a failed %s: %v, want ErrFailed", c.crashAt, st.name, err)
+			// Sticky: nothing more is accepted, even when the disk works,
+			// nor by the other groups sharing the disk.
+			for _, s := range append([]*Store{s}, siblings...) {
+				if err := s.Save(nil, ents(1000, 1000, 9)); !errors.Is(err, ErrFailed) {
+					t.Fatalf("%s: crash at op %d: group %d Save after a failed %s: %v, want ErrFailed", l.name, c.crashAt, s.Group(), st.name, err)
+				}
 			}
 			return
 		}
@@ -232,6 +233,109 @@ func runWorkload(t *testing.T, c *crashFS, steps []crashStep) {
 	}
 }
 
+// crashLayout is where the power-loss workload runs.
+type crashLayout struct {
+	name string
+	// open opens the workload's store on c.fs, arming c for the operations
+	// that are crash points, and returns the other open groups and what
+	// closes everything.
+	open func(t *testing.T, c *crashFS) (s *Store, siblings []*Store, closeAll func() error)
+	// reopen opens the workload's store on a crash image, after checking
+	// whatever else the image holds.
+	reopen func(t *testing.T, where string, image vfs.FS) (s *Store, closeAll func() error)
+}
+
+// storeLayout runs the workload in a store of Open, whose opening is a
+// crash point too (in the clean mode; see runWorkload).
+func storeLayout() *crashLayout {
+	return &crashLayout{
+		name: "Open",
+		open: func(t *testing.T, c *crashFS) (*Store, []*Store, func() error) {
+			c.armed.Store(!c.failing && !c.torn)
+			s, err := Open(crashDir, Options{fs: c.fs, Logger: nopLogger()})
+			if err != nil {
+				t.Fatalf("crash at op %d: Open: %v", c.crashAt, err)
+			}
+			return s, nil, s.Close
+		},
+		reopen: func(t *testing.T, where string, image vfs.FS) (*Store, func() error) {
+			s, err := Open(crashDir, Options{fs: image, Logger: nopLogger()})
+			if err != nil {
+				t.Fatalf("%s: reopen: %v", where, err)
+			}
+			return s, s.Close
+		},
+	}
+}
+
+// hostLayout runs the workload in group crashGroup of a Host whose other
+// groups (0, unprefixed, and the prefixes on either side) hold logs and
+// snapshots at the same indexes and stay open and idle. Their state is
+// durable before the first crash point, which is the creation of the
+// workload's group (in the clean mode), and must survive every crash
+// unchanged.
+func hostLayout() *crashLayout {
+	const crashGroup = 5
+	others := []uint64{0, crashGroup - 1, crashGroup + 1}
+	want := map[uint64]string{}
+	var h *Host
+	l := &crashLayout{name: fmt.Sprintf("Host group %d", crashGroup)}
+	l.open = func(t *testing.T, c *crashFS) (*Store, []*Store, func() error) {
+		var err error
+		if h, err = OpenHost(crashDir, Options{fs: c.fs, Logger: nopLogger()}); err != nil {
+			t.Fatal(err)
+		}
+		var siblings []*Store
+		for _, g := range others {
+			o := groupT(t, h, g)
+			mustSave(t, o, hardState(2, 1, 30), groupEnts(g, 1, 50, 2, "other"))
+			if _, err := o.CreateSnapshot(30, &raftpb.ConfState{Voters: []uint64{1, g + 2}}, blob(2000, byte(g))); err != nil {
+				t.Fatal(err)
+			}
+			if err := o.Compact(20); err != nil {
+				t.Fatal(err)
+			}
+			mustSave(t, o, hardState(2, 1, 35), nil) // synced: the compaction is durable too
+			dump := fullDump(t, o)
+			if w, ok := want[g]; ok && w != dump {
+				t.Fatalf("group %d set up differently in two runs", g)
+			}
+			want[g] = dump
+			siblings = append(siblings, o)
+		}
+		c.armed.Store(!c.failing && !c.torn)
+		s, err := h.Group(crashGroup)
+		if err != nil {
+			t.Fatalf("crash at op %d: Group(%d): %v", c.crashAt, crashGroup, err)
+		}
+		return s, siblings, h.Close
+	}
+	l.reopen = func(t *testing.T, where string, image vfs.FS) (*Store, func() error) {
+		rh, err := OpenHost(crashDir, Options{fs: image, Logger: nopLogger()})
+		if err != nil {
+			t.Fatalf("%s: reopen: %v", where, err)
+		}
+		gs, err := rh.Groups()
+		if err != nil {
+			t.Fatalf("%s: Groups: %v", where, err)
+		}
+		if w := []uint64{0, crashGroup - 1, crashGroup + 1}; !slices.Equal(gs, w) && !slices.Equal(gs, []uint64{0, crashGroup - 1, crashGroup, crashGroup + 1}) {
+			t.Fatalf("%s: Groups() = %v, want %v with or without %d", where, gs, w, crashGroup)
+		}
+		for _, g := range others {
+			if got := fullDump(t, groupT(t, rh, g)); got != want[g] {
+				t.Fatalf("%s: group %d changed\n got: %s\nwant: %s", where, g, got, want[g])
+			}
+		}
+		s, err := rh.Group(crashGroup)
+		if err != nil {
+			t.Fatalf("%s: Group(%d): %v", where, crashGroup, err)
+		}
+		return s, rh.Close
+	}
+	return l
+}
+
 // TestPowerLossAtEveryStep loses power before every mutating file-system
 // operation of the workload in turn (Open, Save, SaveCommit,
 // CreateSnapshot with its data file, Compact, ApplySnapshot, Close): once
@@ -239,29 +343,34 @@ func runWorkload(t *testing.T, c *crashFS, steps []crashStep) {
 // and directory entries, and once with the operation and all later ones
 // failing, so that the error paths run before the power goes. Each time the
 // store reopened on the crash image must restart Raft and be in a state
-// the workload went through, no older than its last acknowledged step.
+// the workload went through, no older than its last acknowledged step. All
+// of it runs twice: in a store of Open, and in a group of a Host whose
+// other groups, with logs at the same indexes, must come through every
+// crash unchanged (and, once a step fails, fail too).
 func TestPowerLossAtEveryStep(t *testing.T) {
 	steps := crashWorkload()
 	ref := referenceStates(t, steps)
 	start := time.Now()
 	images, failures := 0, 0
-	for _, mode := range []struct{ failing, torn bool }{{false, false}, {false, true}, {true, false}} {
-		dry := newCrashFS(0, mode.failing, mode.torn)
-		runWorkload(t, dry, steps)
-		total := dry.ops.Load()
-		for at := int64(1); at <= total; at++ {
-			c := newCrashFS(at, mode.failing, mode.torn)
-			runWorkload(t, c, steps)
-			if c.image == nil {
-				continue // the run took fewer operations than the dry one
+	for _, l := range []*crashLayout{storeLayout(), hostLayout()} {
+		for _, mode := range []struct{ failing, torn bool }{{false, false}, {false, true}, {true, false}} {
+			dry := newCrashFS(0, mode.failing, mode.torn)
+			runWorkload(t, dry, steps, l)
+			total := dry.ops.Load()
+			for at := int64(1); at <= total; at++ {
+				c := newCrashFS(at, mode.failing, mode.torn)
+				runWorkload(t, c, steps, l)
+				if c.image == nil {
+					continue // the run took fewer operations than the dry one
+				}
+				checkCrashImage(t, c, ref, l)
+				images++
+				if c.failed {
+					failures++
+				}
 			}
-			checkCrashImage(t, c, ref)
-			images++
-			if c.failed {
-				failures++
-			}
+			t.Logf("%s: failing=%v torn=%v: %d mutating operations", l.name, mode.failing, mode.torn, total)
 		}
-		t.Logf("failing=%v torn=%v: %d mutating operations", mode.failing, mode.torn, total)
 	}
 	t.Logf("%d crash images checked (%d after a step failed with ErrFailed) in %v", images, failures, time.Since(start))
 	if failures == 0 {
@@ -269,15 +378,12 @@ func TestPowerLossAtEveryStep(t *testing.T) {
 	}
 }
 
-func checkCrashImage(t *testing.T, c *crashFS, ref []string) {
+func checkCrashImage(t *testing.T, c *crashFS, ref []string, l *crashLayout) {
 	t.Helper()
-	where := fmt.Sprintf("power lost at op %d (failing=%v torn=%v), acknowledged %d, started %d",
-		c.crashAt, c.failing, c.torn, c.lo, c.hi)
-	s, err := Open(crashDir, Options{fs: c.image, Logger: nopLogger()})
-	if err != nil {
-		t.Fatalf("%s: reopen: %v", where, err)
-	}
-	defer s.Close()
+	where := fmt.Sprintf("%s: power lost at op %d (failing=%v torn=%v), acknowledged %d, started %d",
+		l.name, c.crashAt, c.failing, c.torn, c.lo, c.hi)
+	s, closeAll := l.reopen(t, where, c.image)
+	defer func() { _ = closeAll() }()
 	if err := checkRaftRestarts(s); err != nil {
 		t.Fatalf("%s: %v", where, err)
 	}

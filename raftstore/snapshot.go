@@ -117,12 +117,12 @@ func (s *Store) CreateSnapshot(i uint64, cs *raftpb.ConfState, data []byte) (*ra
 	}
 	b := s.db.NewBatch()
 	defer b.Close()
-	_ = b.Set(keySnapshot, rec.encode(), nil)
+	_ = b.Set(s.keys.snapshot, rec.encode(), nil)
 	hs, err := s.coverHardState(b, i, term)
 	if err != nil {
 		return nil, err
 	}
-	if err := commitBatch(b, s.writeOpts()); err != nil {
+	if err := s.commit(b, s.writeOpts()); err != nil {
 		return nil, s.fail(fmt.Errorf("commit snapshot record: %w", err))
 	}
 	s.mu.Lock()
@@ -171,16 +171,16 @@ func (s *Store) ApplySnapshot(snap *raftpb.Snapshot) error {
 	trunc := truncatedState{index: index, term: term}
 	b := s.db.NewBatch()
 	defer b.Close()
-	_ = b.DeleteRange(logKey(0), logKeyEnd, nil)
-	_ = b.Set(keyTruncated, trunc.encode(), nil)
-	_ = b.Set(keySnapshot, rec.encode(), nil)
+	_ = b.DeleteRange(s.keys.logStart, s.keys.logEnd, nil)
+	_ = b.Set(s.keys.truncated, trunc.encode(), nil)
+	_ = b.Set(s.keys.snapshot, rec.encode(), nil)
 	hs, err := s.coverHardState(b, index, term)
 	if err != nil {
 		return err
 	}
 
 	s.mu.Lock()
-	err = commitBatch(b, s.writeOpts())
+	err = s.commit(b, s.writeOpts())
 	if err == nil {
 		s.snap, s.trunc, s.lastIndex = rec, trunc, index
 		if hs != nil {
@@ -243,7 +243,7 @@ func (s *Store) coverHardState(b *pebble.Batch, index, term uint64) (*raftpb.Har
 	if err != nil {
 		return nil, fmt.Errorf("raftstore: encode hard state: %w", err)
 	}
-	_ = b.Set(keyHardState, v, nil)
+	_ = b.Set(s.keys.hardState, v, nil)
 	return hs, nil
 }
 

@@ -17,12 +17,17 @@ import (
 // files beside it. It is safe for concurrent use: Raft's goroutine reads
 // while the node's Ready loop writes.
 type Store struct {
-	dir     string // the store directory given to Open
+	dir     string // the store directory given to Open or OpenHost
 	snaps   snapDir
 	opts    Options
 	log     *slog.Logger
 	metrics *metrics
-	db      *pebble.DB
+	db      *pebble.DB // the Host's, shared by all its groups
+
+	host     *Host
+	group    uint64
+	keys     *keySpace
+	ownsHost bool // opened by Open: Close closes the Host too
 
 	// writeMu serialises the mutating methods (Save, ApplySnapshot,
 	// CreateSnapshot, Compact, Close). A field below is changed only with
@@ -59,55 +64,21 @@ var _ raft.Storage = (*Store)(nil)
 // the latest snapshot file, and returns an error wrapping ErrCorrupt or
 // ErrUnsupportedFormat rather than opening a damaged store. Pebble locks
 // dir/db, so a second Open of the same directory fails until Close.
+//
+// The store is group 0 of a Host of its own (see OpenHost) that Close
+// closes with it: a directory written by Open reads back through
+// OpenHost(dir, opts).Group(0), and the other way round.
 func Open(dir string, opts Options) (*Store, error) {
-	if err := opts.validate(); err != nil {
-		return nil, err
-	}
-	s := &Store{
-		dir:   dir,
-		snaps: snapDir{fs: opts.fs, dir: opts.fs.PathJoin(dir, snapDirName)},
-		opts:  opts,
-		log:   opts.Logger.With("component", "raftstore", "dir", dir),
-		snap:  &snapRecord{},
-	}
-	s.cache.maxBytes = opts.EntryCacheSize
-	if err := opts.fs.MkdirAll(s.snaps.dir, 0o700); err != nil {
-		return nil, fmt.Errorf("raftstore: create %s: %w", s.snaps.dir, err)
-	}
-	// Directories MkdirAll may just have created must survive a power loss
-	// before anything in them is relied on: Pebble fsyncs only db/ itself.
-	for _, d := range []string{opts.fs.PathDir(dir), dir} {
-		if err := syncDir(opts.fs, d); err != nil {
-			return nil, err
-		}
-	}
-	dbDir := opts.fs.PathJoin(dir, pebbleDirName)
-	if err := createIfMissing(dbDir, &opts); err != nil {
-		return nil, err
-	}
-	m, err := newMetrics(opts.Registerer)
+	h, err := openHost(dir, opts, true)
 	if err != nil {
 		return nil, err
 	}
-	po := opts.pebbleOptions()
-	if !opts.NoSync {
-		po.FS = fsyncTimingFS{FS: po.FS, h: m.fsyncDuration}
-	}
-	db, err := openPebble(dbDir, po)
+	s, err := h.Group(0)
 	if err != nil {
-		m.unregister(opts.Registerer)
+		_ = h.Close() // as before Host existed: the open error is the one to report
 		return nil, err
 	}
-	s.db = db
-	if err := s.load(); err != nil {
-		_ = db.Close()
-		m.unregister(opts.Registerer)
-		return nil, err
-	}
-	s.metrics = m
-	s.metrics.snapshotBytes.Set(float64(s.snap.size))
-	s.log.Info("raft store opened", "first_index", s.trunc.index+1, "last_index", s.lastIndex,
-		"snapshot_index", s.snap.index, "term", s.hardState.GetTerm(), "commit", s.hardState.GetCommit())
+	s.ownsHost = true
 	return s, nil
 }
 
@@ -147,22 +118,22 @@ func (s *Store) get(key []byte) ([]byte, error) {
 
 // load initialises a new store or reads the state of an existing one.
 func (s *Store) load() error {
-	v, err := s.get(keyVersion)
+	v, err := s.get(s.keys.version)
 	if err != nil {
 		return err
 	}
 	if v == nil {
-		return fmt.Errorf("%w: %s has no format version (its contents are lost or it is not a raftstore)", ErrCorrupt, s.dir)
+		return fmt.Errorf("%w: %s has no format version (its contents are lost or it is not a raftstore)", ErrCorrupt, s.name())
 	}
 	version, err := decodeVersion(v)
 	if err != nil {
 		return err
 	}
 	if version != formatVersion {
-		return fmt.Errorf("%w: %s has format version %d, this build reads %d", ErrUnsupportedFormat, s.dir, version, formatVersion)
+		return fmt.Errorf("%w: %s has format version %d, this build reads %d", ErrUnsupportedFormat, s.name(), version, formatVersion)
 	}
 
-	if v, err = s.get(keyHardState); err != nil {
+	if v, err = s.get(s.keys.hardState); err != nil {
 		return err
 	} else if v != nil {
 		hs := &raftpb.HardState{}
@@ -172,7 +143,7 @@ func (s *Store) load() error {
 		s.hardState = hs
 	}
 
-	if v, err = s.get(keyTruncated); err != nil {
+	if v, err = s.get(s.keys.truncated); err != nil {
 		return err
 	} else if v == nil {
 		return fmt.Errorf("%w: truncated state is missing", ErrCorrupt)
@@ -181,7 +152,7 @@ func (s *Store) load() error {
 		return err
 	}
 
-	if v, err = s.get(keySnapshot); err != nil {
+	if v, err = s.get(s.keys.snapshot); err != nil {
 		return err
 	} else if v != nil {
 		if s.snap, err = decodeSnapRecord(v); err != nil {
@@ -269,7 +240,7 @@ func createIfMissing(dbDir string, opts *Options) error {
 // loadLogBounds finds the last index and checks that the log starts right
 // after the truncated state.
 func (s *Store) loadLogBounds() error {
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: logKey(0), UpperBound: logKeyEnd})
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: s.keys.logStart, UpperBound: s.keys.logEnd})
 	if err != nil {
 		return fmt.Errorf("raftstore: iterate log: %w", err)
 	}
@@ -278,14 +249,14 @@ func (s *Store) loadLogBounds() error {
 	if !it.First() {
 		return it.Error()
 	}
-	first, err := parseLogKey(it.Key())
+	first, err := s.keys.parseLogKey(it.Key())
 	if err != nil {
 		return err
 	}
 	if !it.Last() {
 		return fmt.Errorf("raftstore: iterate log: %w", it.Error())
 	}
-	last, err := parseLogKey(it.Key())
+	last, err := s.keys.parseLogKey(it.Key())
 	if err != nil {
 		return err
 	}
@@ -309,31 +280,61 @@ func (s *Store) usable() error {
 	if s.closed {
 		return ErrClosed
 	}
-	return s.failed
+	if s.failed != nil {
+		return s.failed
+	}
+	// The groups of a Host share its WAL and disk: a failure in one of them
+	// stops them all.
+	return s.host.failure()
 }
 
-// fail records the first write error; after it the store refuses all work.
-// Call it with writeMu held.
+// fail records the first write error; after it the store, and every other
+// group of its Host, refuses all work. The failing call reports its own
+// error; later calls report the Host's first failure. Call it with writeMu
+// held.
 func (s *Store) fail(err error) error {
 	err = fmt.Errorf("%w: %w", ErrFailed, err)
+	first := s.host.fail(err, s.group)
 	s.mu.Lock()
 	if s.failed == nil {
-		s.failed = err
+		s.failed = first
 	}
 	s.mu.Unlock()
 	s.log.Error("raft store write failed; refusing further use", "err", err)
 	return err
 }
 
+// commit commits b for the group, counting synced commits for
+// Host.Stats. Call it with writeMu held.
+func (s *Store) commit(b *pebble.Batch, wo *pebble.WriteOptions) error {
+	err := commitBatch(b, wo)
+	if err == nil && wo.Sync {
+		s.host.syncedCommits.Add(1)
+	}
+	return err
+}
+
 // Close closes the store. It is idempotent; every call after the first
-// returns nil, and every other method returns ErrClosed.
+// returns nil, and every other method returns ErrClosed. A store opened
+// with Open closes its database too; one from Host.Group only releases its
+// group (the Host and its other groups stay open, and Group may open it
+// again).
 func (s *Store) Close() error {
+	s.release()
+	if s.ownsHost {
+		return s.host.Close()
+	}
+	return nil
+}
+
+// release closes the store without touching the database.
+func (s *Store) release() {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return nil
+		return
 	}
 	s.closed = true
 	s.cache.reset()
@@ -341,11 +342,8 @@ func (s *Store) Close() error {
 	s.snapMu.Lock()
 	s.snapData, s.snapDataOK = nil, false
 	s.snapMu.Unlock()
-	s.metrics.unregister(s.opts.Registerer)
-	if err := s.db.Close(); err != nil {
-		return fmt.Errorf("raftstore: close: %w", err)
-	}
-	return nil
+	s.metrics.unregister(s.host.groupRegisterer(s.group))
+	s.host.forget(s.group, s)
 }
 
 // InitialState implements raft.Storage: the saved hard state (nil if none
@@ -398,5 +396,18 @@ func (s *Store) LastIndex() (uint64, error) {
 	return s.lastIndex, nil
 }
 
-// Dir returns the directory the store was opened in.
+// Dir returns the directory the store was opened in: for a group of a
+// Host, the Host's directory.
 func (s *Store) Dir() string { return s.dir }
+
+// Group returns the store's Raft group: 0 for a store opened with Open.
+func (s *Store) Group() uint64 { return s.group }
+
+// name describes the store in errors: its directory and, in a Host, its
+// group.
+func (s *Store) name() string {
+	if s.group == 0 {
+		return s.dir
+	}
+	return fmt.Sprintf("%s group %d", s.dir, s.group)
+}

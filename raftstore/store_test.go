@@ -549,8 +549,8 @@ func TestMetricsRegisterAndReopen(t *testing.T) {
 	if got := counterValue(t, s.metrics.cacheHits); got != 1 {
 		t.Fatalf("entry_cache_hits_total = %v, want 1", got)
 	}
-	if mfs, err := reg.Gather(); err != nil || len(mfs) != 7 {
-		t.Fatalf("gathered %d metric families, %v; want 7 (with wal_fsync_duration_seconds)", len(mfs), err)
+	if mfs, err := reg.Gather(); err != nil || len(mfs) != 9 {
+		t.Fatalf("gathered %d metric families, %v; want 9 (with the WAL metrics)", len(mfs), err)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
