@@ -99,6 +99,7 @@ func (n *Node) ChangeMembership(ctx context.Context, c MembershipChange) (uint64
 		Context: cctx,
 	}
 	ch := n.props.register(req)
+	n.wake(wakeMembership)
 	r, err := n.proposeUntilDecided(ctx, req, ch, func() error { return n.raft.ProposeConfChange(ctx, cc) })
 	if err != nil {
 		return 0, err
@@ -248,6 +249,7 @@ func (n *Node) proposeSystem(ctx context.Context, cmd systemCommand) (uint64, er
 	}
 	req := n.nextRequestID()
 	ch := n.props.register(req)
+	n.wake(wakeMembership)
 	if err := n.raft.Propose(ctx, encodeTagged(entryTagSystem, req, body)); err != nil {
 		n.props.cancel(req)
 		return 0, n.mapRaftErr(err)
@@ -298,6 +300,7 @@ func (n *Node) TransferLeadership(ctx context.Context, id uint64) error {
 	if !n.isLeader.Load() {
 		return ErrNotLeader
 	}
+	n.wake(wakeMembership)
 	n.raft.TransferLeadership(ctx, n.cfg.ID, id)
 	tick := time.NewTicker(n.cfg.TickInterval)
 	defer tick.Stop()

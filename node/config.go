@@ -21,6 +21,17 @@ type Config struct {
 	Cluster     uuid.UUID
 	ID          uint64
 	Incarnation uuid.UUID
+	// Group is the Raft group this node is a member of, when a Host runs
+	// many groups in one process; its envelopes, logs and metrics carry
+	// it. Default 0, the only group of a single-group node.
+	Group uint64
+	// Host, when set, runs this node as one group of many: its traffic
+	// goes through the host's raftbridge.Host (Bus must be nil), it ticks
+	// with the host, and it quiesces when idle (see Host). Its
+	// TickInterval and ElectionTicks are the host's, and Ticker must be
+	// unset.
+	Host *Host
+
 	// Name is the operator-facing name of the node; informational.
 	Name string
 	// ClientURL is where this node serves its HTTP API; informational, it
@@ -107,7 +118,12 @@ func (c *Config) validate() error {
 	if c.StateMachine == nil {
 		errs = append(errs, errors.New("state machine is required"))
 	}
-	if c.Bus == nil && c.newTransport == nil {
+	if c.Host != nil {
+		if c.Bus != nil || c.Ticker != nil {
+			errs = append(errs, errors.New("a node on a host takes its bus and ticks from the host: leave Bus and Ticker unset"))
+		}
+		c.TickInterval, c.ElectionTicks = c.Host.cfg.TickInterval, c.Host.cfg.ElectionTicks
+	} else if c.Bus == nil && c.newTransport == nil {
 		errs = append(errs, errors.New("a bus (or a transport) is required"))
 	}
 	seen := map[uint64]bool{}

@@ -117,6 +117,52 @@
 //     before, without the check; snapshots without a sessions table
 //     (format version 1) restore an empty one.
 //
+// # Many groups per host
+//
+// A Host runs the nodes of many Raft groups in one process (Config.Host,
+// Config.Group): one incarnation, one raftbridge.Host (one bus
+// subscription, one send queue per peer host, heartbeats of all groups
+// coalesced), one tick loop. Each group is a full Node with its own
+// storage, membership, tombstones, snapshots and sessions; a group that
+// stops (removed from that group, say) leaves the others running. Storage
+// is the caller's: raftstore.Host keeps every group in one Pebble store,
+// whose commit pipeline folds the groups' concurrent synced Saves into
+// shared WAL fsyncs.
+//
+// Idle groups quiesce, following CockroachDB's rules:
+//
+//   - A leader quiesces after HostConfig.QuiesceTicks idle ticks: it leads
+//     with no transfer under way, nothing waits to be proposed or read,
+//     everything committed is applied, and every follower has
+//     acknowledged the whole log in steady replication. Its next
+//     heartbeats carry a quiesce marker (their context), then it stops
+//     ticking. A MsgApp or MsgSnap in the same Ready cancels the attempt.
+//   - A follower that steps a marked heartbeat quiesces only if it agrees:
+//     the sender is its leader, in its term, at its commit index, and it
+//     holds no entry beyond the commit index and none unapplied. Otherwise
+//     it stays awake; if the leader went quiet for good its election timer
+//     runs out, and its (pre-)vote request wakes the leader.
+//   - A quiescent group ticks and sends nothing. It wakes on a proposal, a
+//     read, a membership change or leadership transfer, a snapshot, and
+//     any inbound message except heartbeat responses and plain heartbeats
+//     of the leader and term it quiesced under (both carry nothing new, and
+//     coalescing may deliver them after the marked round, which would wake
+//     the group again at once, forever).
+//   - A quiescent follower whose leader's host sent nothing, not even a
+//     host ping (sent to every peer host every third of an election
+//     timeout, whatever the number of groups), for an election timeout
+//     wakes; it also proposes an empty entry, which wakes the leader if it
+//     is alive after all. If the leader is gone, the awake followers elect
+//     another.
+//
+// Quiescence touches only timers, never what Raft decides, so it cannot
+// break safety: a quiescent leader that was partitioned away and replaced
+// still believes it leads, but commits nothing (a quorum moved on) and
+// serves no read (reads are ReadOnlySafe: a read-index round needs a
+// quorum of heartbeat acknowledgements, and waking for the read sends
+// heartbeats that the higher term answers). Lease-based reads would not be
+// safe with quiescence, and the node does not offer them.
+//
 // # Testing
 //
 // Config.Ticker replaces the wall-clock Raft ticker, so tests drive Raft

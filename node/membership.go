@@ -655,3 +655,18 @@ func kitDirectory(img membershipImage) (*raftbridge.MemDirectory, error) {
 	}
 	return dir, nil
 }
+
+// peerIncarnations appends to dst the incarnations of the current members
+// other than self that seen does not hold yet, and records them in seen.
+func (m *membership) peerIncarnations(self uuid.UUID, seen map[uuid.UUID]struct{}, dst []uuid.UUID) []uuid.UUID {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	for _, mb := range m.members {
+		if _, ok := seen[mb.Incarnation]; ok || mb.Incarnation == self {
+			continue
+		}
+		seen[mb.Incarnation] = struct{}{}
+		dst = append(dst, mb.Incarnation)
+	}
+	return dst
+}

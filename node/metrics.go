@@ -1,6 +1,8 @@
 package node
 
 import (
+	"strconv"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -13,6 +15,7 @@ type metrics struct {
 	reg           prometheus.Registerer
 	collectors    []prometheus.Collector
 	leaderChanges prometheus.Counter
+	wakes         *prometheus.CounterVec
 	pending       prometheus.Gauge
 	failed        prometheus.Counter
 	applied       prometheus.Gauge
@@ -39,6 +42,8 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 	m := &metrics{
 		reg:           reg,
 		leaderChanges: prometheus.NewCounter(prometheus.CounterOpts(opts("leader_changes_seen_total", "Leader changes seen by this node."))),
+		wakes: prometheus.NewCounterVec(prometheus.CounterOpts(opts("quiescence_wakes_total",
+			"Times this quiescent group woke up, by reason (proposal, read, message, leader_silent, membership); only on a Host.")), []string{"reason"}),
 		pending:       prometheus.NewGauge(prometheus.GaugeOpts(opts("proposals_pending", "Proposals waiting to be applied."))),
 		failed:        prometheus.NewCounter(prometheus.CounterOpts(opts("proposals_failed_total", "Proposals that failed or timed out."))),
 		applied:       prometheus.NewGauge(prometheus.GaugeOpts(opts("applied_index", "Index of the last applied entry."))),
@@ -85,7 +90,7 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 		}
 		return float64(v)
 	})
-	m.collectors = []prometheus.Collector{voters, m.leaderChanges, m.pending, m.failed, m.applied, m.commands, m.snapshots,
+	m.collectors = []prometheus.Collector{voters, m.leaderChanges, m.wakes, m.pending, m.failed, m.applied, m.commands, m.snapshots,
 		m.snapshotsOnDemand, m.snapshotDuration, m.snapshotFailures, m.duplicates, m.proposalRetries, hasLeader, isLeader, committed, appliedTotal}
 	if reg != nil {
 		for _, c := range m.collectors {
@@ -109,4 +114,13 @@ func b2f(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+// groupRegisterer labels the node's own metrics with its group when it
+// runs on a Host, so that many groups share one registry.
+func groupRegisterer(cfg Config) prometheus.Registerer {
+	if cfg.Registerer == nil || cfg.Host == nil {
+		return cfg.Registerer
+	}
+	return prometheus.WrapRegistererWith(prometheus.Labels{"group": strconv.FormatUint(cfg.Group, 10)}, cfg.Registerer)
 }

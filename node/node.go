@@ -57,6 +57,9 @@ type Node struct {
 	// machine failure); see Err.
 	failure atomic.Pointer[error]
 
+	// q is the group's quiescence (Config.Host only).
+	q quiescence
+
 	lead     atomic.Uint64
 	term     atomic.Uint64
 	commit   atomic.Uint64
@@ -85,9 +88,13 @@ func New(cfg Config) (*Node, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	logger := cfg.Logger.With("component", "node", "raft_id", raftbridge.ID(cfg.ID).String())
+	if cfg.Host != nil {
+		logger = logger.With("group", cfg.Group)
+	}
 	n := &Node{
 		cfg:     cfg,
-		log:     cfg.Logger.With("component", "node", "raft_id", raftbridge.ID(cfg.ID).String()),
+		log:     logger,
 		members: newMembership(),
 		props:   newRequests[result](),
 		reads:   newRequests[uint64](),
@@ -102,6 +109,10 @@ func New(cfg Config) (*Node, error) {
 	// overflow, so a process's sequence numbers only grow.
 	n.reqBase = binary.BigEndian.Uint64(b[:]) >> 2
 	n.sessions = sessionTable{}
+	if cfg.Host != nil {
+		n.q.enabled = true
+		n.cfg.Ticker = func() (<-chan time.Time, func()) { return cfg.Host.ticker(n) }
+	}
 
 	st := cfg.Storage
 	// Read before any goroutine writes: raft.MemoryStorage.InitialState
@@ -155,7 +166,7 @@ func New(cfg Config) (*Node, error) {
 			}
 		}
 	}
-	n.metrics = newMetrics(cfg.Registerer, n)
+	n.metrics = newMetrics(groupRegisterer(cfg), n)
 
 	newTransport := cfg.newTransport
 	if newTransport == nil {
@@ -270,7 +281,11 @@ func (n *Node) runRaft() {
 	for {
 		select {
 		case <-ticks:
+			if n.q.isQuiescent() {
+				continue // a tick sent before the group quiesced
+			}
 			n.raft.Tick()
+			n.maybeQuiesce()
 		case rd := <-n.raft.Ready():
 			if err := n.handleReady(rd); err != nil {
 				n.fail(fmt.Errorf("%w: %w", ErrStorage, err))
@@ -298,6 +313,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 	// thesis §10.2.1); its hard state carries no vote that a message could
 	// depend on. Everyone else persists first.
 	leader := n.isLeader.Load()
+	n.markQuiescing(rd.Messages)
 	if leader {
 		n.transport.Send(rd.Messages)
 	}
@@ -367,6 +383,7 @@ func (n *Node) Propose(ctx context.Context, data []byte) (uint64, any, error) {
 	if len(data) > n.cfg.MaxProposalBytes {
 		return 0, nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), n.cfg.MaxProposalBytes)
 	}
+	n.wake(wakeProposal)
 	id := n.nextRequestID()
 	ch := n.props.register(id)
 	n.metrics.pending.Inc()
@@ -395,6 +412,7 @@ func (n *Node) ReadIndex(ctx context.Context) error {
 	if err := n.checkUsable(); err != nil {
 		return err
 	}
+	n.wake(wakeRead)
 	id := n.nextRequestID()
 	ch := n.reads.register(id)
 	defer n.reads.cancel(id)
@@ -475,7 +493,14 @@ func (n *Node) Process(ctx context.Context, m *raftpb.Message) error {
 	if err := n.checkInbound(m); err != nil {
 		return err
 	}
-	return n.raft.Step(ctx, m)
+	quiescing := n.wakeOn(m)
+	if err := n.raft.Step(ctx, m); err != nil {
+		return err
+	}
+	if quiescing {
+		n.followerQuiesce(m)
+	}
+	return nil
 }
 
 // ReportUnreachable implements raftbridge.Raft.
@@ -483,6 +508,7 @@ func (n *Node) ReportUnreachable(id uint64) { n.raft.ReportUnreachable(id) }
 
 // ReportSnapshot implements raftbridge.Raft.
 func (n *Node) ReportSnapshot(id uint64, status raft.SnapshotStatus) {
+	n.wake(wakeMessage)
 	n.raft.ReportSnapshot(id, status)
 }
 
@@ -495,6 +521,7 @@ func (n *Node) ReceiveSnapshot(ctx context.Context, m *raftpb.Message) error {
 	if err := checkSnapshot(m); err != nil {
 		return err
 	}
+	n.wake(wakeMessage)
 	if err := n.raft.Step(ctx, m); err != nil {
 		return n.mapRaftErr(err)
 	}

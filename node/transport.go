@@ -25,16 +25,22 @@ func (p hookPeer) IsIDRemoved(id uint64) bool { return p.members.RemovedID(id) }
 func (p hookPeer) Directory() raftbridge.Directory { return p.members }
 
 func (n *Node) newBridge() (nodehook.Transport, error) {
-	return raftbridge.New(raftbridge.Config{
+	cfg := raftbridge.Config{
 		Cluster:     n.cfg.Cluster,
 		ID:          n.cfg.ID,
 		Incarnation: n.cfg.Incarnation,
+		Group:       n.cfg.Group,
 		Bus:         n.cfg.Bus,
 		Directory:   n.members,
 		Raft:        n,
 		Logger:      n.cfg.Logger,
 		Registerer:  n.cfg.Registerer,
-	})
+	}
+	if h := n.cfg.Host; h != nil {
+		cfg.Bus = nil
+		return h.cfg.Bridge.NewBridge(cfg) // labels the metrics with the group
+	}
+	return raftbridge.New(cfg)
 }
 
 // TransportStats returns the bridge's counters (messages and bytes per peer,
