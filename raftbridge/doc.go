@@ -411,8 +411,8 @@
 // envelope naming group 0 is malformed, so every envelope has one
 // encoding:
 //
-//	    76    8 group (1 or more)
-//	    84      body
+//	76    8 group (1 or more)
+//	84      body
 //
 // A Host also sends, on bus kind msg, two payloads of its own (version 2,
 // no header beyond magic, version and kind): a batch (kind 4: a varint
