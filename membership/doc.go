@@ -25,6 +25,35 @@
 //	                         that publishes it. The directory can be rebuilt
 //	                         from these alone (Rebuild)
 //
+// # Raft groups
+//
+// A process may host many Raft groups: one host (one incarnation, one
+// key) is a member of each of them under a Raft ID of that group. Every
+// group has its own membership (members, Raft IDs, NextID, tombstones,
+// requests, outcomes, committed records, history) on the cluster's one
+// stream, and one Manager per group (StreamConfig.Group, ManagerConfig).
+// Group 0, the default, uses the subjects above, unchanged. Group g > 0
+// puts its records under one more token, g<g> in decimal without leading
+// zeros (GroupToken):
+//
+//	.g<g>.request
+//	.g<g>.outcome.<requestID>.<incarnation>
+//	.g<g>.committed.<incarnation>
+//
+// so that NATS permissions name every group's records of one kind and
+// writer as members.*.<kind>.<incarnation>. Announcements describe the
+// host, not a group: they stay on .announce.<incarnation>, and every
+// group's readers read them there. A group's readers receive only its
+// own records and the announcements (JetStream filter subjects): another
+// group's records are neither read nor reported. A record of group g > 0
+// names g in its signed body ("group"; absent for group 0 and for
+// announcements, so group 0's records keep their bytes), and a record
+// whose body and subject disagree on the group is rejected: a record
+// cannot be replayed, even by its own signer, into another group.
+// Message IDs are scoped to the group as well. A removal tombstones the
+// Raft ID and the incarnation in its group only; the host's announcements
+// and its other groups are unaffected.
+//
 // # Authenticated records
 //
 // Every record a node writes goes on a subject ending in its own
@@ -64,7 +93,14 @@
 // member could (Byzantine, outside Raft's model). A committed change
 // published only by a leader that was not yet a voter of the membership
 // before it (its own addition, committed by a leader that crashed before
-// publishing) cannot be verified from the stream and is rejected.
+// publishing) cannot be verified from the stream and is rejected. Trust
+// on first use is per Raft group: node credentials let every host write
+// its own records of any group (members.*.committed.<incarnation>), so a
+// host that writes a bootstrap run for a group before that group's first
+// leader publishes one becomes that group's first member in the stream's
+// eyes (not in Raft's); a group's first leader must publish its bootstrap
+// (its manager does, when it first leads) before other hosts can know of
+// the group.
 //
 // Every record is JSON with a format version ("v"); a reader refuses a
 // newer version instead of misreading it. Raft IDs travel as 16-digit hex

@@ -49,7 +49,9 @@ type Cluster interface {
 	TransferLeadership(ctx context.Context) error
 	// CaughtUp reports whether a member's log is close to the commit index.
 	CaughtUp(id HexID) bool
-	// Removed stops the node: the stream recorded its removal.
+	// Removed stops the node: the stream recorded its removal. In a
+	// group other than 0 it is the host's member of that group that was
+	// removed: the host leaves that group only.
 	Removed(reason string)
 }
 
@@ -94,13 +96,26 @@ func (e *RejectionError) Error() string { return e.Reason }
 // Is makes errors.Is(err, ErrRejected) true.
 func (e *RejectionError) Is(target error) bool { return target == ErrRejected }
 
-// ManagerConfig configures a Manager.
+// ManagerConfig configures a Manager. A node with many Raft groups runs
+// one Manager per group, each with Stream.Group set to its group and
+// Cluster that group's node; they share the stream, the incarnation and
+// the Signer.
 type ManagerConfig struct {
+	// Stream names the cluster's stream; Stream.Group is the Raft group
+	// this manager serves (0: the default group): it reads and decides
+	// only that group's requests and writes that group's outcomes and
+	// committed records.
 	Stream StreamConfig
-	// Cluster is the local node. Required.
+	// Cluster is the local node of Stream.Group's Raft group. Required.
 	Cluster Cluster
-	// Announce is this node's announcement, published at start.
+	// Announce is this node's announcement, published at start unless
+	// SkipAnnounce. In a group other than 0 its Raft ID is left out: an
+	// announcement is the host's, and Raft IDs are per group.
 	Announce Announce
+	// SkipAnnounce: this manager does not announce the host. Every group
+	// reads the host's announcements from the same subject, so of the
+	// managers of one host only one (normally group 0's) needs to.
+	SkipAnnounce bool
 	// Poll is how often leadership and the stream are checked. Default 200ms.
 	Poll time.Duration
 	// PromoteWait bounds how long a promote request waits for the learner
@@ -156,7 +171,11 @@ func StartManager(cfg ManagerConfig) (*Manager, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	m := &Manager{cfg: cfg, log: cfg.Logger.With("component", "membership"), rejected: map[string]int{}}
+	log := cfg.Logger.With("component", "membership")
+	if cfg.Stream.Group != 0 {
+		log = log.With("group", cfg.Stream.Group)
+	}
+	m := &Manager{cfg: cfg, log: log, rejected: map[string]int{}}
 	m.self, m.inc = cfg.Cluster.Self()
 	m.cfg.Stream.Incarnation, m.cfg.Stream.Signer = m.inc, cfg.Signer
 	ctx, cancel := context.WithCancel(context.Background())
@@ -231,7 +250,10 @@ func (m *Manager) runFollower(ctx context.Context) {
 	}
 	a := m.cfg.Announce
 	a.Incarnation, a.RaftID, a.Protocol = m.inc, m.self, FormatVersion
-	for failures := 0; ; failures++ {
+	if m.cfg.Stream.Group != 0 {
+		a.RaftID = 0
+	}
+	for failures := 0; !m.cfg.SkipAnnounce; failures++ {
 		err := s.Announce(ctx, a)
 		if err == nil {
 			break
@@ -243,7 +265,7 @@ func (m *Manager) runFollower(ctx context.Context) {
 			return
 		}
 	}
-	m.log.Info("announced; watching the membership stream's verified committed changes", "stream", s.Name())
+	m.log.Info("watching the membership stream's verified committed changes", "stream", s.Name(), "announced", !m.cfg.SkipAnnounce)
 	for ctx.Err() == nil {
 		d := NewDirectory()
 		err := s.Watch(ctx, 1, func(r Record) bool {

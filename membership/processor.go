@@ -329,7 +329,16 @@ func (p *processor) handle(ctx context.Context, r Record) error {
 		if req.PromoteWhenCaughtUp && req.Op != OpAddLearner {
 			return reject(CodeInvalid, "promote_when_caught_up needs add-learner")
 		}
-		d.Member = Member{ID: st.NextID, Name: req.Name, Incarnation: req.Incarnation, ClientURL: req.ClientURL,
+		id := st.NextID
+		if req.RaftID != 0 {
+			// A host keeps the Raft ID group 0 gave it in every group; an
+			// ID is still never reused within a group.
+			if req.RaftID < st.NextID {
+				return reject(CodeInvalid, "raft ID %s was already used in this group (the next free one is %s)", req.RaftID, st.NextID)
+			}
+			id = req.RaftID
+		}
+		d.Member = Member{ID: id, Name: req.Name, Incarnation: req.Incarnation, ClientURL: req.ClientURL,
 			PublicKey: req.PublicKey, Learner: req.Op == OpAddLearner, AutoPromote: req.PromoteWhenCaughtUp}
 	case OpPromote:
 		d.Member = Member{ID: req.RaftID}

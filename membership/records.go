@@ -67,10 +67,17 @@ const (
 
 // Record is one message of the membership stream.
 type Record struct {
-	V         int        `json:"v"`
-	Kind      Kind       `json:"kind"`
-	Time      time.Time  `json:"time"`
-	Cluster   uuid.UUID  `json:"cluster"`
+	V       int       `json:"v"`
+	Kind    Kind      `json:"kind"`
+	Time    time.Time `json:"time"`
+	Cluster uuid.UUID `json:"cluster"`
+	// Group is the Raft group of a group's record (request, outcome,
+	// committed change), 0 for the default group and for announcements,
+	// which are per host. Signed with the subject, it must name the group
+	// of the subject the record is on, so that no record can be replayed
+	// into another group; omitted when 0, so that group 0's records are
+	// byte for byte those of single-group clusters.
+	Group     uint64     `json:"group,omitempty"`
 	Announce  *Announce  `json:"announce,omitempty"`
 	Request   *Request   `json:"request,omitempty"`
 	Outcome   *Outcome   `json:"outcome,omitempty"`

@@ -50,6 +50,38 @@ type NodeStatus struct {
 	// PeerRTT is the round-trip time to each peer, in seconds, by the
 	// peer's hex Raft ID.
 	PeerRTT map[string]float64 `json:"peer_rtt_seconds,omitempty"`
+	// Groups reports the node's Raft groups other than 0, by group; the
+	// fields above (Raft ID, leader, indexes, problem) are group 0's. A
+	// node that predates groups, or runs only group 0, leaves it out.
+	Groups map[uint64]GroupStatus `json:"groups,omitempty"`
+}
+
+// GroupStatus is a node's state in one Raft group other than 0: the
+// fields of NodeStatus that are per group.
+type GroupStatus struct {
+	RaftID  HexID  `json:"raft_id"`
+	Leader  HexID  `json:"leader"`
+	State   string `json:"state,omitempty"`
+	Term    uint64 `json:"term,omitempty"`
+	Applied uint64 `json:"applied_index,omitempty"`
+	Commit  uint64 `json:"commit_index,omitempty"`
+	Problem string `json:"membership_problem,omitempty"`
+}
+
+// InGroup returns st as the node's status in group g: for g > 0 the Raft
+// ID, leader, indexes and problem of that group (the rest is the host's),
+// and false if the node reports no such group.
+func (st NodeStatus) InGroup(g uint64) (NodeStatus, bool) {
+	if g == 0 {
+		return st, true
+	}
+	gs, ok := st.Groups[g]
+	if !ok {
+		return NodeStatus{}, false
+	}
+	st.RaftID, st.Leader, st.State, st.Term, st.Applied, st.Commit, st.Problem = gs.RaftID, gs.Leader, gs.State, gs.Term, gs.Applied, gs.Commit, gs.Problem
+	st.Voters, st.Learners, st.SnapshotIndex = nil, nil, 0
+	return st, true
 }
 
 // ServeStatus answers status queries with fn's result until the returned

@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -57,6 +60,14 @@ type StreamConfig struct {
 	// admin side (which writes only requests) leave them unset.
 	Incarnation uuid.UUID
 	Signer      nkeys.KeyPair
+	// Group is the Raft group whose membership this stream view reads and
+	// writes; 0 is the default group, whose subjects are those of a
+	// single-group cluster. Every group shares the cluster's one stream:
+	// a group g > 0 has its own requests, outcomes and committed records
+	// on subjects with the extra token g<g> (GroupToken), and every
+	// group's readers read the hosts' announcements from group 0's
+	// subject, because an announcement is about a host, not a group.
+	Group uint64
 }
 
 func (c *StreamConfig) validate() error {
@@ -90,8 +101,52 @@ type Stream struct {
 	stream jetstream.Stream
 }
 
+// subject is a subject of the whole cluster's stream, outside any group
+// (announcements, and the stream's own subject space).
 func (s *Stream) subject(parts ...string) string {
 	return s.cfg.Prefix + "." + s.cfg.Cluster.String() + ".members." + strings.Join(parts, ".")
+}
+
+// gsubject is a subject of this view's group: group 0's carry no group
+// token, so that the streams and permissions of single-group clusters
+// keep working unchanged.
+func (s *Stream) gsubject(parts ...string) string {
+	if s.cfg.Group == 0 {
+		return s.subject(parts...)
+	}
+	return s.subject(append([]string{GroupToken(s.cfg.Group)}, parts...)...)
+}
+
+// dedupKey scopes a de-duplication key to this view's group: the
+// stream's message IDs are one namespace for every group, and a host
+// writes the same index (and the same automatic promotion's ID) in many
+// groups. Group 0's keys are unchanged.
+func (s *Stream) dedupKey(key string) string {
+	if s.cfg.Group == 0 {
+		return key
+	}
+	return GroupToken(s.cfg.Group) + "-" + key
+}
+
+// GroupToken is the subject token of Raft group g > 0 on the membership
+// stream: "g" and the group in decimal, without leading zeros, so that
+// NATS permissions can name every group's records of one kind and
+// incarnation as members.*.<kind>.<incarnation>. Group 0 has none.
+func GroupToken(g uint64) string { return "g" + strconv.FormatUint(g, 10) }
+
+// parseGroupToken reports whether tok is a group token (g and digits) and
+// which group it names; ok is false for a token that only looks like one
+// (g0, leading zeros, overflow), which names no group any reader reads.
+func parseGroupToken(tok string) (g uint64, isGroup, ok bool) {
+	digits, found := strings.CutPrefix(tok, "g")
+	if !found || digits == "" || strings.Trim(digits, "0123456789") != "" {
+		return 0, false, false
+	}
+	g, err := strconv.ParseUint(digits, 10, 64)
+	if err != nil || g == 0 || GroupToken(g) != tok {
+		return 0, true, false
+	}
+	return g, true, true
 }
 
 // OpenStream binds to the cluster's existing stream; it fails with
@@ -144,6 +199,36 @@ func CreateStream(ctx context.Context, cfg StreamConfig) (*Stream, error) {
 // Name returns the stream's name.
 func (s *Stream) Name() string { return s.name }
 
+// Groups returns the Raft groups other than 0 that have committed records
+// on the stream, ascending: what a tool that looks at every group (such
+// as `raftbus nats-config`) reads besides group 0; InGroup reads each.
+func (s *Stream) Groups(ctx context.Context) ([]uint64, error) {
+	si, err := s.stream.Info(ctx, jetstream.WithSubjectFilter(s.subject("*", string(KindCommitted), "*")))
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("%w: %s", ErrStreamMissing, s.name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("membership: stream groups %s: %w", s.name, err)
+	}
+	seen := map[uint64]bool{}
+	for subj := range si.State.Subjects {
+		tail, _ := strings.CutPrefix(subj, s.subject(""))
+		tok, _, _ := strings.Cut(tail, ".")
+		if g, _, ok := parseGroupToken(tok); ok {
+			seen[g] = true
+		}
+	}
+	return slices.Sorted(maps.Keys(seen)), nil
+}
+
+// InGroup returns a view of the same stream for Raft group g, reading and
+// writing as this view does.
+func (s *Stream) InGroup(g uint64) *Stream {
+	c := *s
+	c.cfg.Group = g
+	return &c
+}
+
 // Info describes the stream's identity and extent.
 type Info struct {
 	Created  time.Time
@@ -166,6 +251,11 @@ func (s *Stream) Info(ctx context.Context) (Info, error) {
 
 func (s *Stream) publish(ctx context.Context, subj string, r Record, signed bool, opts ...jetstream.PublishOpt) (uint64, error) {
 	r.V, r.Cluster = FormatVersion, s.cfg.Cluster
+	if r.Kind != KindAnnounce {
+		// Signed with the subject, so a record cannot be replayed onto
+		// another group's subject; 0 is omitted, keeping group 0's bytes.
+		r.Group = s.cfg.Group
+	}
 	if r.Time.IsZero() {
 		r.Time = time.Now().UTC()
 	}
@@ -224,13 +314,13 @@ func (s *Stream) Announce(ctx context.Context, a Announce) error {
 // since, Submit fails with ErrConflict and records nothing. The request ID
 // also de-duplicates retries of the same submission.
 func (s *Stream) Submit(ctx context.Context, r Request, expectLast uint64) (uint64, error) {
-	return s.publish(ctx, s.subject(string(KindRequest)), Record{Kind: KindRequest, Request: &r}, false,
-		jetstream.WithMsgID("request-"+r.ID), jetstream.WithExpectLastSequencePerSubject(expectLast))
+	return s.publish(ctx, s.gsubject(string(KindRequest)), Record{Kind: KindRequest, Request: &r}, false,
+		jetstream.WithMsgID(s.dedupKey("request-"+r.ID)), jetstream.WithExpectLastSequencePerSubject(expectLast))
 }
 
 // LastRequestSeq returns the sequence of the newest request, 0 if none.
 func (s *Stream) LastRequestSeq(ctx context.Context) (uint64, error) {
-	m, err := s.stream.GetLastMsgForSubject(ctx, s.subject(string(KindRequest)))
+	m, err := s.stream.GetLastMsgForSubject(ctx, s.gsubject(string(KindRequest)))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, nil
 	}
@@ -258,11 +348,11 @@ func (s *Stream) PublishOutcome(ctx context.Context, o Outcome) error {
 	if err := s.writer(KindOutcome); err != nil {
 		return err
 	}
-	id, err := dedupID(s.cfg.Signer, "outcome-"+o.RequestID)
+	id, err := dedupID(s.cfg.Signer, s.dedupKey("outcome-"+o.RequestID))
 	if err != nil {
 		return err
 	}
-	_, err = s.publish(ctx, s.subject(string(KindOutcome), o.RequestID, s.cfg.Incarnation.String()), Record{Kind: KindOutcome, Outcome: &o}, true,
+	_, err = s.publish(ctx, s.gsubject(string(KindOutcome), o.RequestID, s.cfg.Incarnation.String()), Record{Kind: KindOutcome, Outcome: &o}, true,
 		jetstream.WithMsgID(id))
 	return err
 }
@@ -273,11 +363,11 @@ func (s *Stream) PublishCommitted(ctx context.Context, c Committed) error {
 	if err := s.writer(KindCommitted); err != nil {
 		return err
 	}
-	id, err := dedupID(s.cfg.Signer, fmt.Sprintf("committed-%d", c.Index))
+	id, err := dedupID(s.cfg.Signer, s.dedupKey(fmt.Sprintf("committed-%d", c.Index)))
 	if err != nil {
 		return err
 	}
-	_, err = s.publish(ctx, s.subject(string(KindCommitted), s.cfg.Incarnation.String()), Record{Kind: KindCommitted, Committed: &c}, true,
+	_, err = s.publish(ctx, s.gsubject(string(KindCommitted), s.cfg.Incarnation.String()), Record{Kind: KindCommitted, Committed: &c}, true,
 		jetstream.WithMsgID(id))
 	return err
 }
@@ -305,13 +395,15 @@ func (s *Stream) each(ctx context.Context, kinds []Kind, from uint64, fn func(Re
 	if from > 1 {
 		cfg = jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from}
 	}
-	for _, k := range kinds {
-		cfg.FilterSubjects = append(cfg.FilterSubjects, s.filter(k))
-	}
+	cfg.FilterSubjects = s.filters(kinds)
 	cons, err := s.stream.OrderedConsumer(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("membership: read stream %s: %w", s.name, err)
 	}
+	// The client never deletes an ordered consumer it stops: the server
+	// would keep it for its inactivity threshold (minutes), and with a
+	// manager per Raft group reading the stream, they add up.
+	defer s.deleteConsumer(cons)
 	if bounded {
 		ci, err := cons.Info(ctx)
 		if err != nil {
@@ -340,12 +432,24 @@ func (s *Stream) each(ctx context.Context, kinds []Kind, from uint64, fn func(Re
 		if err != nil {
 			return fmt.Errorf("membership: record metadata: %w", err)
 		}
-		r := s.check(msg.Subject(), msg.Data(), msg.Headers(), md.Sequence.Stream)
+		r, ours := s.check(msg.Subject(), msg.Data(), msg.Headers(), md.Sequence.Stream)
 		r.Pending = md.NumPending
-		if !fn(r) || (bounded && md.NumPending == 0) {
+		if ours && !fn(r) || (bounded && md.NumPending == 0) {
 			return nil
 		}
 	}
+}
+
+// deleteConsumer deletes an ordered consumer's current server consumer;
+// failing to is harmless (it expires).
+func (s *Stream) deleteConsumer(cons jetstream.Consumer) {
+	ci := cons.CachedInfo()
+	if ci == nil || ci.Name == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = s.stream.DeleteConsumer(ctx, ci.Name)
 }
 
 // Watch calls fn for every record of the given kinds from sequence from on
@@ -355,32 +459,74 @@ func (s *Stream) Watch(ctx context.Context, from uint64, fn func(Record) bool, k
 	return s.each(ctx, kinds, from, fn, false)
 }
 
-// filter is the subject filter of one kind of record.
+// filter is the subject filter of one kind of record of this view's
+// group; announcements are every group's, on group 0's subject.
 func (s *Stream) filter(k Kind) string {
 	switch k {
-	case KindAnnounce, KindCommitted:
+	case KindAnnounce:
 		return s.subject(string(k), "*")
+	case KindCommitted:
+		return s.gsubject(string(k), "*")
 	case KindOutcome:
-		return s.subject(string(k), "*", "*")
+		return s.gsubject(string(k), "*", "*")
 	}
-	return s.subject(string(k))
+	return s.gsubject(string(k))
+}
+
+// filters are the subject filters of the given kinds, or of every record
+// this view's group reads when none is given: the server then never
+// delivers another group's records, which are neither read nor reported
+// as invalid. Without kinds, group 0 reads every subject of each kind
+// (malformed ones too, to be shown as rejected), but nothing under a
+// group token.
+func (s *Stream) filters(kinds []Kind) []string {
+	var out []string
+	for _, k := range kinds {
+		out = append(out, s.filter(k))
+	}
+	if len(kinds) > 0 {
+		return out
+	}
+	out = append(out, s.subject(string(KindAnnounce)), s.subject(string(KindAnnounce), ">"))
+	if s.cfg.Group != 0 {
+		return append(out, s.gsubject(">"))
+	}
+	for _, k := range []Kind{KindRequest, KindOutcome, KindCommitted} {
+		out = append(out, s.subject(string(k)), s.subject(string(k), ">"))
+	}
+	return out
 }
 
 // check decodes a record and verifies that its subject, body and signature
 // agree; it never fails: a record that does not pass is marked Invalid.
-func (s *Stream) check(subj string, data []byte, h nats.Header, seq uint64) Record {
+// ours is false for a record of another group (by its subject), which
+// this view's readers skip silently: it is not theirs to judge.
+func (s *Stream) check(subj string, data []byte, h nats.Header, seq uint64) (r Record, ours bool) {
 	tail, _ := strings.CutPrefix(subj, s.subject(""))
 	tokens := strings.Split(tail, ".")
+	// A group token is never a kind: g<n> starts another group's subjects.
+	var group uint64
+	if g, isGroup, ok := parseGroupToken(tokens[0]); isGroup {
+		if !ok || g != s.cfg.Group {
+			return Record{Seq: seq, Subject: subj}, false
+		}
+		group, tokens = g, tokens[1:]
+		if len(tokens) == 0 {
+			tokens = []string{""}
+		}
+	} else if s.cfg.Group != 0 && tokens[0] != string(KindAnnounce) {
+		return Record{Seq: seq, Subject: subj}, false // group 0's
+	}
 	r, err := decodeRecord(data, seq)
 	r.Seq, r.Subject = seq, subj
 	if err != nil {
 		r.Kind = Kind(tokens[0])
 		r.Invalid, r.Problem = RejectMalformed, err.Error()
-		return r
+		return r, true
 	}
-	bad := func(reason, format string, args ...any) Record {
+	bad := func(reason, format string, args ...any) (Record, bool) {
 		r.Invalid, r.Problem = reason, fmt.Sprintf(format, args...)
-		return r
+		return r, true
 	}
 	want := map[Kind]int{KindRequest: 1, KindAnnounce: 2, KindCommitted: 2, KindOutcome: 3}[r.Kind]
 	if tokens[0] != string(r.Kind) || len(tokens) != want {
@@ -389,8 +535,16 @@ func (s *Stream) check(subj string, data []byte, h nats.Header, seq uint64) Reco
 	if r.Cluster != s.cfg.Cluster {
 		return bad(RejectWrongSource, "record of cluster %s in the stream of cluster %s", r.Cluster, s.cfg.Cluster)
 	}
+	switch {
+	case r.Kind == KindAnnounce && (group != 0 || r.Group != 0):
+		return bad(RejectWrongSource, "announcement of group %d on subject %s: announcements are per host, on group 0's subject", r.Group, subj)
+	case r.Group != group:
+		// The body is signed with the subject: a record re-published on
+		// another group's subject says which group it was written for.
+		return bad(RejectWrongSource, "record of group %d on the subject of group %d", r.Group, group)
+	}
 	if r.Kind == KindRequest {
-		return r // only the admin may publish requests; they carry no node signature
+		return r, true // only the admin may publish requests; they carry no node signature
 	}
 	last := tokens[len(tokens)-1]
 	src, err := uuid.Parse(last)
@@ -413,7 +567,7 @@ func (s *Stream) check(subj string, data []byte, h nats.Header, seq uint64) Reco
 			return bad(RejectWrongSource, "outcome of request %s on the subject of request %s", r.Outcome.RequestID, tokens[1])
 		}
 	}
-	return r
+	return r, true
 }
 
 // WaitOutcome waits for the outcome of request id that d accepts: signed
@@ -421,11 +575,12 @@ func (s *Stream) check(subj string, data []byte, h nats.Header, seq uint64) Reco
 // outcome records of the request are skipped.
 func (s *Stream) WaitOutcome(ctx context.Context, id string, d *Directory) (Outcome, error) {
 	var out Outcome
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{s.subject(string(KindOutcome), id, "*")}}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{s.gsubject(string(KindOutcome), id, "*")}}
 	cons, err := s.stream.OrderedConsumer(ctx, cfg)
 	if err != nil {
 		return out, fmt.Errorf("membership: wait for outcome: %w", err)
 	}
+	defer s.deleteConsumer(cons)
 	it, err := cons.Messages()
 	if err != nil {
 		return out, fmt.Errorf("membership: wait for outcome: %w", err)
@@ -445,8 +600,8 @@ func (s *Stream) WaitOutcome(ctx context.Context, id string, d *Directory) (Outc
 		if md, err := msg.Metadata(); err == nil {
 			seq = md.Sequence.Stream
 		}
-		r := s.check(msg.Subject(), msg.Data(), msg.Headers(), seq)
-		if reason, _ := d.judgeOutcome(r); reason == "" {
+		r, ours := s.check(msg.Subject(), msg.Data(), msg.Headers(), seq)
+		if reason, _ := d.judgeOutcome(r); ours && reason == "" {
 			return *r.Outcome, nil
 		}
 	}

@@ -100,6 +100,8 @@ func nodeUser(prefix string, cluster uuid.UUID, st string, n authNode) authUser 
 			{pc + ".members.announce." + i, "announce this incarnation (name, URL, public key) on the membership stream"},
 			{pc + ".members.committed." + i, "attest each membership change this node applies (readers need a majority of voters)"},
 			{pc + ".members.outcome.*." + i, "record the outcome of a membership request while this node is the leader"},
+			{pc + ".members.*.committed." + i, "attest the membership changes of every other Raft group this node is in (members.g<group>.committed)"},
+			{pc + ".members.*.outcome.*." + i, "record the outcome of a membership request of every other Raft group this node leads (members.g<group>.outcome)"},
 		},
 		PublishDeny: []permRule{
 			{pc + ".members." + i + ".>", "the transport pattern above would also match these membership-stream subjects; no record kind uses them"},
@@ -125,6 +127,7 @@ func adminUser(prefix string, cluster uuid.UUID, st string, admin authUser) auth
 	admin.Comment = "admin: raftbus member (add, remove, promote, list, history)"
 	admin.PublishAllow = append([]permRule{
 		{pc + ".members.request", "request membership changes; only the admin may"},
+		{pc + ".members.*.request", "request membership changes of every other Raft group (members.g<group>.request); only the admin may"},
 		{pc + ".status", "query the running nodes' status (member list)"},
 		{"$JS.API.STREAM.NAMES", "find the cluster when --cluster is not given"},
 		{"$JS.API.STREAM.CREATE." + st, "member stream repair: create the membership stream again if it was lost (the stream's configuration still denies deletes and purges)"},

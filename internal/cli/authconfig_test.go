@@ -4,16 +4,24 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/raftbus/raftbus/datadir"
+	"github.com/raftbus/raftbus/internal/testnats"
+	"github.com/raftbus/raftbus/membership"
 )
 
 func runCLI(t *testing.T, args ...string) (string, string, int) {
@@ -108,7 +116,8 @@ func TestNATSConfigParses(t *testing.T) {
 	pc := "raftbus." + id1.ClusterID.String()
 	st := "raftbus-members-" + id1.ClusterID.String()
 	i2 := id2.Incarnation.String()
-	for _, want := range []string{pc + ".*." + i2 + ".>", pc + ".members.announce." + i2, pc + ".members.committed." + i2, pc + ".members.outcome.*." + i2, "$JS.API.STREAM.INFO." + st} {
+	for _, want := range []string{pc + ".*." + i2 + ".>", pc + ".members.announce." + i2, pc + ".members.committed." + i2, pc + ".members.outcome.*." + i2,
+		pc + ".members.*.committed." + i2, pc + ".members.*.outcome.*." + i2, "$JS.API.STREAM.INFO." + st} {
 		if !slices.Contains(p2.Publish.Allow, want) {
 			t.Errorf("n2 may not publish %s: %v", want, p2.Publish.Allow)
 		}
@@ -122,9 +131,30 @@ func TestNATSConfigParses(t *testing.T) {
 	if p2.Response == nil || p2.Response.MaxMsgs != 1 {
 		t.Errorf("allow_responses %+v", p2.Response)
 	}
-	for _, p := range []*natsserver.Permissions{p1, p2} {
-		if slices.Contains(p.Publish.Allow, pc+".members.request") {
+	for inc, p := range map[string]*natsserver.Permissions{id1.Incarnation.String(): p1, i2: p2} {
+		if slices.Contains(p.Publish.Allow, pc+".members.request") || slices.Contains(p.Publish.Allow, pc+".members.*.request") {
 			t.Error("a node may publish membership requests")
+		}
+		for _, subj := range p.Publish.Allow {
+			// In every group, a node writes only its own records: every
+			// membership subject it may publish ends in its incarnation.
+			if strings.HasPrefix(subj, pc+".members.") && !strings.HasSuffix(subj, "."+inc) {
+				t.Errorf("node %s may publish %s", inc, subj)
+			}
+		}
+	}
+	var admin *natsserver.Permissions
+	for _, u := range opts.Nkeys {
+		if u.Nkey != id1.PublicKey && u.Nkey != id2.PublicKey {
+			admin = u.Permissions
+		}
+	}
+	if admin == nil || !slices.Contains(admin.Publish.Allow, pc+".members.request") || !slices.Contains(admin.Publish.Allow, pc+".members.*.request") {
+		t.Errorf("the admin may not request changes of every group: %+v", admin)
+	}
+	for _, subj := range admin.Publish.Allow {
+		if strings.HasPrefix(subj, pc+".members.") && !strings.HasSuffix(subj, ".request") {
+			t.Errorf("the admin may publish %s", subj)
 		}
 	}
 
@@ -151,5 +181,150 @@ func TestNATSConfigParses(t *testing.T) {
 	}
 	if _, _, code := runCLI(t, "nats-config", "--data", d1); code != ExitUsage {
 		t.Fatalf("no admin: exit %d", code)
+	}
+}
+
+// permWatcher collects the permission violations a connection reports.
+type permWatcher struct {
+	mu   sync.Mutex
+	errs []string
+}
+
+func (w *permWatcher) handler(_ *nats.Conn, _ *nats.Subscription, err error) {
+	if errors.Is(err, nats.ErrPermissionViolation) {
+		w.mu.Lock()
+		w.errs = append(w.errs, err.Error())
+		w.mu.Unlock()
+	}
+}
+
+func (w *permWatcher) refused(subject string) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, e := range w.errs {
+		if strings.Contains(e, `"`+subject+`"`) {
+			return nil
+		}
+	}
+	return fmt.Errorf("no violation for %s (have %v)", subject, w.errs)
+}
+
+// On a real server configured with the printed block, a node writes its
+// own records of a Raft group other than 0 and the admin that group's
+// requests (JetStream acknowledges them), while a node's attempt at
+// another node's record of the group, at a group's request or at a
+// group-scoped announcement is refused by the server and never reaches
+// the stream.
+func TestNATSConfigGroupPermissionsOnARealServer(t *testing.T) {
+	isolateEnv(t)
+	tmp := t.TempDir()
+	d1, d2 := filepath.Join(tmp, "n1"), filepath.Join(tmp, "n2")
+	if _, errOut, code := runCLI(t, "node", "init", "--data", d1, "--name", "n1", "--bootstrap"); code != 0 {
+		t.Fatal(errOut)
+	}
+	id1, err := datadir.Load(d1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, code := runCLI(t, "node", "init", "--data", d2, "--name", "n2", "--cluster", id1.ClusterID.String()); code != 0 {
+		t.Fatal(errOut)
+	}
+	id2, _ := datadir.Load(d2)
+	adminKey := filepath.Join(tmp, "admin.nk")
+	conf, errOut, code := runCLI(t, "nats-config", "--data", d1, "--data", d2, "--admin-key-out", adminKey)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	srv, _ := testnats.RunWithConfig(t, conf)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	const group = 3
+	// asNode opens group's view of the stream as the node of dir.
+	asNode := func(dir string, id *datadir.Identity, w *permWatcher, create bool) (*nats.Conn, *membership.Stream) {
+		t.Helper()
+		kp, err := datadir.LoadKey(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc, err := nats.Connect(srv.ClientURL(), nats.Nkey(id.PublicKey, kp.Sign), nats.CustomInboxPrefix("_INBOX."+id.Incarnation.String()),
+			nats.ErrorHandler(w.handler))
+		if err != nil {
+			t.Fatalf("connect as %s: %v", id.Name, err)
+		}
+		t.Cleanup(nc.Close)
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := membership.StreamConfig{JS: js, Cluster: id.ClusterID, Group: group, Incarnation: id.Incarnation, Signer: kp}
+		open := membership.OpenStream
+		if create {
+			open = membership.CreateStream
+		}
+		s, err := open(ctx, cfg)
+		if err != nil {
+			t.Fatalf("%s opens the stream: %v", id.Name, err)
+		}
+		return nc, s
+	}
+	// n1 bootstraps: it creates the stream, and writes in group 3.
+	_, s1 := asNode(d1, id1, &permWatcher{}, true)
+	m1 := membership.Member{ID: 1, Name: "n1", Incarnation: id1.Incarnation, PublicKey: id1.PublicKey}
+	if err := s1.PublishCommitted(ctx, membership.Committed{Index: 1, Op: membership.OpAdd, Member: m1, Version: 1}); err != nil {
+		t.Fatalf("n1's committed record of group %d: %v", group, err)
+	}
+	if err := s1.PublishOutcome(ctx, membership.Outcome{RequestID: "r1", Status: membership.StatusApplied, Index: 1}); err != nil {
+		t.Fatalf("n1's outcome of group %d: %v", group, err)
+	}
+	opt, err := nats.NkeyOptionFromSeed(adminKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nca, err := nats.Connect(srv.ClientURL(), opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nca.Close()
+	jsa, err := jetstream.New(nca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := membership.OpenStream(ctx, membership.StreamConfig{JS: jsa, Cluster: id1.ClusterID, Group: group})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Submit(ctx, membership.Request{ID: "r2", Op: membership.OpRemove, RaftID: 1}, 0); err != nil {
+		t.Fatalf("the admin's request in group %d: %v", group, err)
+	}
+	w := &permWatcher{}
+	nc2, s2 := asNode(d2, id2, w, false)
+	if err := s2.PublishCommitted(ctx, membership.Committed{Index: 1, Op: membership.OpAdd, Member: m1, Version: 1}); err != nil {
+		t.Fatalf("n2's own committed record of group %d: %v", group, err)
+	}
+	pc := "raftbus." + id1.ClusterID.String() + ".members.g3."
+	i1, i2 := id1.Incarnation.String(), id2.Incarnation.String()
+	refused := []string{pc + "committed." + i1, pc + "outcome.r1." + i1, pc + "request", pc + "announce." + i2}
+	for _, subj := range refused {
+		if err := nc2.Publish(subj, []byte("{}")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc2.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for _, subj := range refused {
+		testnats.Eventually(t, 5*time.Second, func() error { return w.refused(subj) })
+	}
+	recs, err := admin.ReadAll(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range recs {
+		got = append(got, strings.TrimPrefix(r.Subject, pc))
+	}
+	want := []string{"committed." + i1, "outcome.r1." + i1, "request", "committed." + i2}
+	if !slices.Equal(got, want) {
+		t.Fatalf("group %d's records: %v, want %v", group, got, want)
 	}
 }

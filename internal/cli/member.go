@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/user"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"text/tabwriter"
@@ -30,6 +32,9 @@ type memberFlags struct {
 	cluster  string
 	prefix   string
 	writeOut string
+	// groupArg is --group as given; group is its value once validated.
+	groupArg string
+	group    uint64
 	learner  bool
 	// autoPromote: add --learner --promote-when-caught-up.
 	autoPromote bool
@@ -47,13 +52,23 @@ outcome and every committed change are recorded there too.
 
 Exit codes: 0 ok, 1 failed, 2 bad arguments, 3 cluster unreachable,
 4 precondition failed, 5 no such member, 6 last voter, 7 conflict with a
-concurrent change, 8 permission denied, 9 timeout.`,
+concurrent change, 8 permission denied, 9 timeout.
+
+A node may run many Raft groups, each with its own membership (members,
+Raft IDs, tombstones, requests, history) on the same stream. --group G
+(default 0, the default group) picks the group every subcommand reads and
+changes: 'member add --group 3 n4' adds the host that announced itself as
+n4 to group 3 under a Raft ID of group 3, 'member remove --group 3'
+removes and tombstones it in group 3 only, 'member list --group 3' and
+'member history --group 3' show group 3 alone. Hosts announce themselves
+once, for every group.`,
 	}
 	pf := cmd.PersistentFlags()
 	f.nats.register(pf)
 	pf.StringVar(&f.cluster, "cluster", envOr("RAFTBUS_CLUSTER", ""), "cluster ID; may be omitted when the NATS account holds one raftbus cluster ($RAFTBUS_CLUSTER)")
 	pf.StringVar(&f.prefix, "prefix", envOr("RAFTBUS_PREFIX", "raftbus"), "NATS subject prefix ($RAFTBUS_PREFIX)")
 	pf.StringVarP(&f.writeOut, "write-out", "w", "table", "output format: table or json")
+	pf.StringVar(&f.groupArg, "group", "0", "Raft group whose membership to read and change (0: the default group)")
 
 	add := &cobra.Command{
 		Use:   "add NAME [--learner]",
@@ -89,11 +104,13 @@ concurrent change, 8 permission denied, 9 timeout.`,
 	return cmd
 }
 
-// session is an open connection to a cluster's membership stream.
+// session is an open connection to a cluster's membership stream, for
+// one Raft group.
 type session struct {
 	nc         *nats.Conn
 	stream     *membership.Stream
 	cluster    uuid.UUID
+	group      uint64
 	prefix     string
 	permDenied atomic.Bool
 }
@@ -104,7 +121,40 @@ func (f *memberFlags) validate() error {
 	default:
 		return usageErr(fmt.Errorf("--write-out %q: use table or json", f.writeOut))
 	}
+	g, err := parseGroup(f.groupArg)
+	if err != nil {
+		return usageErr(err)
+	}
+	f.group = g
 	return nil
+}
+
+// parseGroup reads --group: a Raft group is a non-negative decimal
+// integer (a uint64).
+func parseGroup(arg string) (uint64, error) {
+	g, err := strconv.ParseUint(arg, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("--group %q: a Raft group is a number from 0 (the default group) to %d", arg, uint64(math.MaxUint64))
+	}
+	return g, nil
+}
+
+// where names the cluster, and the group when it is not the default one,
+// for the commands' messages.
+func (s *session) where() string {
+	if s.group == 0 {
+		return "cluster " + s.cluster.String()
+	}
+	return fmt.Sprintf("cluster %s, group %d", s.cluster, s.group)
+}
+
+// jsonResult adds the group to a JSON result when it is not the default
+// one (group 0's output stays as it was).
+func (s *session) jsonResult(res map[string]any) map[string]any {
+	if s.group != 0 {
+		res["group"] = s.group
+	}
+	return res
 }
 
 // open connects to NATS and to the cluster's membership stream.
@@ -112,7 +162,7 @@ func (f *memberFlags) open(ctx context.Context) (*session, error) {
 	if err := f.validate(); err != nil {
 		return nil, err
 	}
-	s := &session{prefix: f.prefix}
+	s := &session{prefix: f.prefix, group: f.group}
 	nc, err := f.nats.connectNotingDenials("raftbus-member", &s.permDenied)
 	if err != nil {
 		return nil, err
@@ -132,7 +182,7 @@ func (f *memberFlags) open(ctx context.Context) (*session, error) {
 		nc.Close()
 		return nil, usageErr(fmt.Errorf("--cluster %q is not a UUID", f.cluster))
 	}
-	s.stream, err = membership.OpenStream(ctx, membership.StreamConfig{JS: js, Prefix: f.prefix, Cluster: s.cluster})
+	s.stream, err = membership.OpenStream(ctx, membership.StreamConfig{JS: js, Prefix: f.prefix, Cluster: s.cluster, Group: f.group})
 	if err != nil {
 		nc.Close()
 		return nil, s.classify(err)
@@ -195,10 +245,13 @@ func (s *session) directory(ctx context.Context) (*membership.Directory, []membe
 		// Ask the running nodes why: a recreated stream is reported by the
 		// leader; otherwise the leader has not recorded the cluster yet.
 		live, _ := membership.QueryStatus(ctx, s.nc, s.prefix, s.cluster, 500*time.Millisecond)
-		for _, st := range live {
+		for _, st := range groupStatuses(live, s.group) {
 			if st.Problem != "" {
 				return nil, nil, withCode(ExitPrecondition, fmt.Errorf("%w: %s; node %s reports: %s", membership.ErrEmpty, s.stream.Name(), st.Name, st.Problem))
 			}
+		}
+		if s.group != 0 {
+			return nil, nil, withCode(ExitPrecondition, fmt.Errorf("%w: %s holds no committed change of group %d (is the group's leader running? retry shortly)", membership.ErrEmpty, s.stream.Name(), s.group))
 		}
 		return nil, nil, withCode(ExitPrecondition, fmt.Errorf("%w: %s (the leader has not recorded the cluster yet; retry shortly)", membership.ErrEmpty, s.stream.Name()))
 	}
@@ -284,7 +337,7 @@ func runAdd(ctx context.Context, g *globals, f *memberFlags, s *session, d *memb
 	}
 	cand, ok := d.Candidate(name)
 	if !ok {
-		return withCode(ExitPrecondition, fmt.Errorf("no node named %q has announced itself to cluster %s: start it first with 'raftbus node --join --cluster %s --name %s --data DIR -s NATS_URL'", name, s.cluster, s.cluster, name))
+		return withCode(ExitPrecondition, fmt.Errorf("no node named %q that is not a member of %s or removed from it has announced itself: start it first with 'raftbus node --join --cluster %s --name %s --data DIR -s NATS_URL'", name, s.cluster, s.cluster, name))
 	}
 	op := membership.OpAdd
 	if f.learner {
@@ -293,9 +346,19 @@ func runAdd(ctx context.Context, g *globals, f *memberFlags, s *session, d *memb
 	if f.autoPromote && !f.learner {
 		return usageErr(errors.New("--promote-when-caught-up needs --learner"))
 	}
+	// A host keeps one Raft ID in every group (the node runs every group
+	// under the ID of its data directory, which group 0 assigned): in
+	// another group it is added under that ID.
+	var id membership.HexID
+	if s.group != 0 {
+		var err error
+		if id, err = s.groupZeroID(ctx, cand.Incarnation, name); err != nil {
+			return err
+		}
+	}
 	// The key comes from the candidate's verified, self-signed announcement.
 	out, err := s.submit(ctx, d, membership.Request{Op: op, Name: name, Incarnation: cand.Incarnation, ClientURL: cand.ClientURL,
-		PublicKey: cand.PublicKey, ExpectVersion: d.Version, PromoteWhenCaughtUp: f.autoPromote})
+		PublicKey: cand.PublicKey, ExpectVersion: d.Version, PromoteWhenCaughtUp: f.autoPromote, RaftID: id})
 	if err != nil {
 		return err
 	}
@@ -303,8 +366,8 @@ func runAdd(ctx context.Context, g *globals, f *memberFlags, s *session, d *memb
 	var promoted *membership.Outcome
 	if f.autoPromote {
 		if f.writeOut != "json" {
-			fmt.Fprintf(g.stdout, "Member %s added as learner to cluster %s: %s (incarnation %s)\nIf it is not running, start it with:\n  %s\n",
-				out.RaftID, s.cluster, name, cand.Incarnation, start)
+			fmt.Fprintf(g.stdout, "Member %s added as learner to %s: %s (incarnation %s)\nIf it is not running, start it with:\n  %s\n",
+				out.RaftID, s.where(), name, cand.Incarnation, start)
 		}
 		o, err := s.waitPromotion(ctx, g.stderr, d, out.RaftID, name)
 		if err != nil {
@@ -318,7 +381,7 @@ func runAdd(ctx context.Context, g *globals, f *memberFlags, s *session, d *memb
 		if promoted != nil {
 			res["promoted_index"] = promoted.Index
 		}
-		return writeJSON(g.stdout, res)
+		return writeJSON(g.stdout, s.jsonResult(res))
 	}
 	if promoted != nil {
 		fmt.Fprintf(g.stdout, "Member %s (%s) caught up and was promoted to voter at index %d\n", out.RaftID, name, promoted.Index)
@@ -328,8 +391,12 @@ func runAdd(ctx context.Context, g *globals, f *memberFlags, s *session, d *memb
 	if f.learner {
 		as = " as learner"
 	}
-	fmt.Fprintf(g.stdout, "Member %s added%s to cluster %s: %s (incarnation %s)\n", out.RaftID, as, s.cluster, name, cand.Incarnation)
-	fmt.Fprintf(g.stdout, "\nThe node waiting with --join starts by itself. If it is not running, start it with:\n")
+	fmt.Fprintf(g.stdout, "Member %s added%s to %s: %s (incarnation %s)\n", out.RaftID, as, s.where(), name, cand.Incarnation)
+	if s.group != 0 {
+		fmt.Fprintf(g.stdout, "\nThe host runs its member of group %d once its node learns of the addition. If the host is not running, start it with:\n", s.group)
+	} else {
+		fmt.Fprintf(g.stdout, "\nThe node waiting with --join starts by itself. If it is not running, start it with:\n")
+	}
 	fmt.Fprintf(g.stdout, "  %s\n", start)
 	return nil
 }
@@ -371,10 +438,10 @@ func runChange(ctx context.Context, g *globals, f *memberFlags, s *session, d *m
 		return err
 	}
 	if f.writeOut == "json" {
-		return writeJSON(g.stdout, map[string]any{"cluster": s.cluster, "index": out.Index, "op": op, "member": m})
+		return writeJSON(g.stdout, s.jsonResult(map[string]any{"cluster": s.cluster, "index": out.Index, "op": op, "member": m}))
 	}
 	verb := map[string]string{membership.OpRemove: "removed from", membership.OpPromote: "promoted in"}[op]
-	fmt.Fprintf(g.stdout, "Member %s %s cluster %s\n", m.ID, verb, s.cluster)
+	fmt.Fprintf(g.stdout, "Member %s %s %s\n", m.ID, verb, s.where())
 	return nil
 }
 
@@ -397,6 +464,7 @@ func memberList(ctx context.Context, g *globals, f *memberFlags) error {
 
 func runList(ctx context.Context, g *globals, f *memberFlags, s *session, d *membership.Directory) error {
 	live, _ := membership.QueryStatus(ctx, s.nc, s.prefix, s.cluster, min(500*time.Millisecond, f.nats.timeout/4))
+	inGroup := groupStatuses(live, s.group)
 	now := time.Now().UTC()
 	var rows []listRow
 	for _, m := range d.Sorted() {
@@ -418,6 +486,8 @@ func runList(ctx context.Context, g *globals, f *memberFlags, s *session, d *mem
 			if st.Incarnation == m.Incarnation {
 				r.LastSeen, r.Status = &now, "started"
 			}
+		}
+		for _, st := range inGroup {
 			if st.Leader == m.ID && st.Leader != 0 {
 				r.Leader = true
 			}
@@ -426,7 +496,10 @@ func runList(ctx context.Context, g *globals, f *memberFlags, s *session, d *mem
 	}
 	applyLiveness(rows, live, now)
 	if f.writeOut == "json" {
-		return writeJSON(g.stdout, map[string]any{"cluster": s.cluster, "version": d.Version, "members": rows})
+		return writeJSON(g.stdout, s.jsonResult(map[string]any{"cluster": s.cluster, "version": d.Version, "members": rows}))
+	}
+	if s.group != 0 {
+		fmt.Fprintf(g.stdout, "Group %d of cluster %s, version %d\n", s.group, s.cluster, d.Version)
 	}
 	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tNAME\tINCARNATION\tROLE\tSTATUS\tLEADER\tLAST SEEN\tCLIENT URL")
@@ -476,11 +549,15 @@ func memberHistory(ctx context.Context, g *globals, f *memberFlags) error {
 			}
 			_, out[i].Unconfirmed = unconfirmed[r.Seq]
 		}
-		return writeJSON(g.stdout, map[string]any{"records": out, "rejected": d.RejectedCounts()})
+		return writeJSON(g.stdout, s.jsonResult(map[string]any{"records": out, "rejected": d.RejectedCounts()}))
+	}
+	if s.group != 0 {
+		fmt.Fprintf(g.stdout, "Group %d of cluster %s: its requests, outcomes and committed changes, and every host's announcements\n", s.group, s.cluster)
 	}
 	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SEQ\tTIME\tKIND\tDETAIL\tBY")
 	story := newHistoryStory()
+	story.group = s.group
 	unconfirmed := d.Unconfirmed()
 	for _, r := range recs {
 		if rr, ok := d.RejectedAt(r.Seq); ok {
@@ -508,4 +585,27 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// groupZeroID is the Raft ID incarnation inc holds in group 0, where a
+// host gets its Raft ID: a host must join group 0 before any other.
+func (s *session) groupZeroID(ctx context.Context, inc uuid.UUID, name string) (membership.HexID, error) {
+	js, err := jetstream.New(s.nc)
+	if err != nil {
+		return 0, fmt.Errorf("JetStream: %w", err)
+	}
+	st, err := membership.OpenStream(ctx, membership.StreamConfig{JS: js, Prefix: s.prefix, Cluster: s.cluster})
+	if err != nil {
+		return 0, s.classify(err)
+	}
+	recs, err := st.ReadAll(ctx)
+	if err != nil {
+		return 0, s.classify(err)
+	}
+	for _, m := range membership.Rebuild(recs).Sorted() {
+		if m.Incarnation == inc {
+			return membership.HexID(m.ID), nil
+		}
+	}
+	return 0, withCode(ExitPrecondition, fmt.Errorf("%s (incarnation %s) is not a member of group 0: a host joins group 0 first ('raftbus member add %s'), which gives it the Raft ID it holds in every group", name, inc, name))
 }

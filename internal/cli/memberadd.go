@@ -88,7 +88,7 @@ func (s *session) waitPromotion(ctx context.Context, w io.Writer, d *membership.
 			qctx, qcancel := context.WithTimeout(wctx, 500*time.Millisecond)
 			sts, _ := membership.QueryStatus(qctx, s.nc, s.prefix, s.cluster, 400*time.Millisecond)
 			qcancel()
-			if line := progressLine(sts, id, name); line != last {
+			if line := progressLine(groupStatuses(sts, s.group), id, name); line != last {
 				fmt.Fprintln(w, line)
 				last = line
 			}

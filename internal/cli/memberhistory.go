@@ -19,6 +19,9 @@ type historyStory struct {
 	removedIDs map[membership.HexID]membership.Member
 	requests   map[string]membership.Request
 	committed  map[uint64]bool // indexes of changes already shown
+	// group is the Raft group shown: an announcement's Raft ID is group
+	// 0's, so in any other group it says nothing about membership.
+	group uint64
 }
 
 func newHistoryStory() *historyStory {
@@ -62,12 +65,22 @@ func (h *historyStory) describe(r membership.Record) (detail, by string) {
 	switch r.Kind {
 	case membership.KindAnnounce:
 		a := r.Announce
-		if old, gone := h.removed[a.Incarnation]; gone {
+		if old, gone := h.removed[a.Incarnation]; gone && h.group != 0 {
+			return fmt.Sprintf("%s (incarnation %s) came up at %s; TOMBSTONED in this group: removed as member %s, it never rejoins this group under this incarnation",
+				a.Name, a.Incarnation, a.ClientURL, old.ID), a.Host
+		} else if gone {
 			return fmt.Sprintf("%s (incarnation %s) came up at %s, but it is TOMBSTONED: removed as member %s; its traffic is dropped and it stops itself",
 				a.Name, a.Incarnation, a.ClientURL, old.ID), a.Host
 		}
 		status := "not a member yet"
-		if a.RaftID != 0 {
+		if h.group != 0 {
+			status = "a host; not a member of this group yet"
+			for _, m := range h.members {
+				if m.Incarnation == a.Incarnation {
+					status = "member " + m.ID.String() + " of this group"
+				}
+			}
+		} else if a.RaftID != 0 {
 			if m, ok := h.members[a.RaftID]; ok && m.Incarnation == a.Incarnation {
 				status = "member " + a.RaftID.String()
 			} else {

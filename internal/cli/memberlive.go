@@ -52,3 +52,18 @@ func age(d time.Duration) string {
 	}
 	return fmt.Sprintf("%dd", int(d.Hours()/24))
 }
+
+// groupStatuses returns the status answers as they concern Raft group g:
+// a node reports group 0 in its status and other groups under Groups, and
+// one that does not report g (it runs no member of g, or predates groups)
+// tells nothing about g's Raft IDs and leader. Liveness is the host's and
+// is read from every answer.
+func groupStatuses(live []membership.NodeStatus, g uint64) []membership.NodeStatus {
+	var out []membership.NodeStatus
+	for _, st := range live {
+		if gs, ok := st.InGroup(g); ok {
+			out = append(out, gs)
+		}
+	}
+	return out
+}

@@ -29,7 +29,11 @@ then binds the cluster to this stream, in replicated state, and publishes
 the replicated membership on it (a baseline record with every member and
 tombstone, and the outcome of every request decided so far). Requests are
 read from the start of the new stream. Needs --cluster and the admin's
-credentials (with permission to create the stream).`,
+credentials (with permission to create the stream).
+
+Each Raft group is bound to the stream in its own replicated state, so
+after the stream was lost every group needs its repair: run it once per
+group with --group G (group 0 without).`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error { return memberStreamRepair(cmd.Context(), g, f, replicas) },
 	}
@@ -51,7 +55,7 @@ func memberStreamRepair(ctx context.Context, g *globals, f *memberFlags, replica
 	}
 	ctx, cancel := f.context(ctx)
 	defer cancel()
-	s := &session{prefix: f.prefix, cluster: cluster}
+	s := &session{prefix: f.prefix, cluster: cluster, group: f.group}
 	nc, err := f.nats.connect("raftbus-member", nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 		if errors.Is(err, nats.ErrPermissionViolation) || strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
 			s.permDenied.Store(true)
@@ -66,7 +70,7 @@ func memberStreamRepair(ctx context.Context, g *globals, f *memberFlags, replica
 	if err != nil {
 		return withCode(ExitUnreachable, err)
 	}
-	s.stream, err = membership.CreateStream(ctx, membership.StreamConfig{JS: js, Prefix: f.prefix, Cluster: cluster, Replicas: replicas})
+	s.stream, err = membership.CreateStream(ctx, membership.StreamConfig{JS: js, Prefix: f.prefix, Cluster: cluster, Replicas: replicas, Group: f.group})
 	if err != nil {
 		return s.classify(err)
 	}
@@ -99,10 +103,14 @@ func memberStreamRepair(ctx context.Context, g *globals, f *memberFlags, replica
 		return fmt.Errorf("the repair was answered by %s, which the repaired stream does not show as a member: check 'raftbus member history'", out.Leader)
 	}
 	if f.writeOut == "json" {
-		return writeJSON(g.stdout, map[string]any{"cluster": cluster, "stream": s.stream.Name(), "index": out.Index,
-			"leader": out.Leader, "members": d.Sorted()})
+		return writeJSON(g.stdout, s.jsonResult(map[string]any{"cluster": cluster, "stream": s.stream.Name(), "index": out.Index,
+			"leader": out.Leader, "members": d.Sorted()}))
 	}
-	fmt.Fprintf(g.stdout, "Membership stream %s repaired by leader %s at index %d: %d members, %d tombstoned Raft IDs\n",
-		s.stream.Name(), out.Leader, out.Index, len(d.Members), len(d.RemovedIDs))
+	of := ""
+	if s.group != 0 {
+		of = fmt.Sprintf(" for group %d", s.group)
+	}
+	fmt.Fprintf(g.stdout, "Membership stream %s repaired%s by leader %s at index %d: %d members, %d tombstoned Raft IDs\n",
+		s.stream.Name(), of, out.Leader, out.Index, len(d.Members), len(d.RemovedIDs))
 	return nil
 }

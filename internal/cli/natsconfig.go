@@ -263,10 +263,28 @@ func (f *natsConfigFlags) nodesFromStream(ctx context.Context) (uuid.UUID, []aut
 	if err != nil {
 		return uuid.Nil, nil, withCode(ExitUnreachable, err)
 	}
-	return cluster, announcedNodes(recs), nil
+	// A host removed from group 0 keeps its user while it is a member of
+	// another Raft group: tombstones are per group.
+	groups, err := s.Groups(octx)
+	if err != nil {
+		return uuid.Nil, nil, withCode(ExitUnreachable, err)
+	}
+	inOther := map[uuid.UUID]bool{}
+	for _, g := range groups {
+		grecs, err := s.InGroup(g).ReadAll(octx, membership.KindCommitted)
+		if err != nil {
+			return uuid.Nil, nil, withCode(ExitUnreachable, err)
+		}
+		for _, m := range membership.Rebuild(grecs).Members {
+			inOther[m.Incarnation] = true
+		}
+	}
+	return cluster, announcedNodes(recs, inOther), nil
 }
 
-func announcedNodes(recs []membership.Record) []authNode {
+// announcedNodes returns the verified announcements' hosts, except those
+// group 0 removed that are no member of another group (inOther).
+func announcedNodes(recs []membership.Record, inOther map[uuid.UUID]bool) []authNode {
 	byInc := map[uuid.UUID]authNode{}
 	removed := map[uuid.UUID]bool{}
 	for _, r := range recs {
@@ -287,7 +305,7 @@ func announcedNodes(recs []membership.Record) []authNode {
 	}
 	var out []authNode
 	for inc, n := range byInc {
-		if !removed[inc] {
+		if !removed[inc] || inOther[inc] {
 			out = append(out, n)
 		}
 	}
