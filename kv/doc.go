@@ -71,6 +71,30 @@
 // With ?serializable=true it reads the local Store at once, which may be
 // stale on a lagging follower but needs no leader.
 //
+// # Shards
+//
+// The key space is one Raft group (HandlerConfig.Store and Cluster) or is
+// split over several (HandlerConfig.Shards, up to [MaxShards]), each with
+// its own Store and Cluster. Key k lives in Shards[[ShardOf](k, n)]: the
+// FNV-1a 64 hash of its bytes modulo the shard count n. That placement is
+// part of the cluster's contract, so the shard count is fixed when a
+// cluster is created: changing it, the order of the shards or the hash
+// would move keys to groups that do not hold them.
+//
+// Clients see the same API either way. A PUT, GET or DELETE involves only
+// its key's shard, so a shard without a leader, timing out or stopped
+// fails only the requests for its keys. A listing involves every shard: a
+// linearizable one first waits for every shard's read barrier, in
+// parallel and within RequestTimeout, and fails, with the error of the
+// first shard that failed, if any of them does (never a partial list; the
+// failure cancels the other barriers). It then merges the shards in key
+// order, so limit, more and next behave exactly as for one Store holding
+// all keys. A listing over several shards is not a snapshot, though: each
+// shard is read after its own barrier, and a shard holding many of the
+// listed keys may be read in more than one batch, so a listing that races
+// with writes may show some of them and not others (every key it returns
+// is as fresh as a linearizable GET's).
+//
 // Values are returned as the string "value" when they are valid UTF-8, and
 // otherwise as "value_base64" (standard base64 with padding); exactly one of
 // the two is present. ?encoding=base64 always returns "value_base64".

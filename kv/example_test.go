@@ -88,3 +88,40 @@ func ExampleNewHandler() {
 	// 404 {"error":"key \"greeting\" not found","code":"not_found"}
 	// 405 {"error":"method POST not allowed; allowed: GET, HEAD, PUT, DELETE","code":"method_not_allowed"}
 }
+
+func ExampleShardOf() {
+	// Key placement is fixed by the hash and the shard count.
+	for _, key := range []string{"greeting", "user/alice", "user/bob"} {
+		fmt.Println(key, "is in shard", kv.ShardOf(key, 8), "of 8")
+	}
+	// Output:
+	// greeting is in shard 6 of 8
+	// user/alice is in shard 1 of 8
+	// user/bob is in shard 6 of 8
+}
+
+func ExampleNewHandler_shards() {
+	// One Store and one Cluster per Raft group; in a node these are the
+	// groups' state machines and local nodes.
+	shards := make([]kv.Shard, 8)
+	for i := range shards {
+		store := kv.NewStore()
+		shards[i] = kv.Shard{Store: store, Cluster: &localCluster{store: store}}
+	}
+	h, err := kv.NewHandler(kv.HandlerConfig{Shards: shards})
+	if err != nil {
+		panic(err)
+	}
+	for _, key := range []string{"user/bob", "user/alice", "greeting"} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("PUT", "/kv/"+key, strings.NewReader("v")))
+	}
+	fmt.Println("keys in shard 6:", shards[6].Store.Len())
+	// A listing merges the shards in key order.
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/kv?prefix=user/&limit=1", nil))
+	fmt.Print(rec.Body)
+	// Output:
+	// keys in shard 6: 2
+	// {"kvs":[{"key":"user/alice","value":"v","create_index":1,"mod_index":1}],"count":1,"more":true,"next":"user/bob"}
+}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -45,11 +46,22 @@ const (
 )
 
 // HandlerConfig configures NewHandler. Zero values select the defaults.
+//
+// The key space is either one Raft group (Store and Cluster) or split over
+// several (Shards); exactly one of the two forms must be set.
 type HandlerConfig struct {
-	// Store is read by GET requests. Required.
+	// Store is read by GET requests. Required unless Shards is set.
 	Store *Store
-	// Cluster replicates writes and provides the read barrier. Required.
+	// Cluster replicates writes and provides the read barrier. Required
+	// unless Shards is set.
 	Cluster Cluster
+	// Shards, instead of Store and Cluster, splits the key space over
+	// len(Shards) Raft groups, 1 to MaxShards: a request for a key goes to
+	// Shards[ShardOf(key, len(Shards))], and a listing merges all shards.
+	// The order and the count are part of the cluster's contract (see
+	// ShardOf): every node must list the same groups in the same order,
+	// and each Store must be its own.
+	Shards []Shard
 	// Status, if set, is served as JSON on GET /status; otherwise /status
 	// is 404.
 	Status func() any
@@ -63,8 +75,9 @@ type HandlerConfig struct {
 	// MaxKeyBytes bounds the length of a key in bytes; longer keys get 400.
 	// Default DefaultMaxKeyBytes (1 KiB).
 	MaxKeyBytes int
-	// RequestTimeout bounds each Propose and ReadIndex; when it expires the
-	// request gets 504. Default DefaultRequestTimeout (5 s).
+	// RequestTimeout bounds each Propose and ReadIndex (for a listing over
+	// several shards, all their ReadIndex calls together); when it expires
+	// the request gets 504. Default DefaultRequestTimeout (5 s).
 	RequestTimeout time.Duration
 	// ListLimit is the number of keys a listing returns when the request
 	// has no limit parameter. Default DefaultListLimit (100).
@@ -88,11 +101,10 @@ type HandlerConfig struct {
 
 // validate fills the defaults and rejects unusable values.
 func (c *HandlerConfig) validate() error {
+	if err := c.validateShards(); err != nil {
+		return err
+	}
 	switch {
-	case c.Store == nil:
-		return errors.New("kv: HandlerConfig.Store is required")
-	case c.Cluster == nil:
-		return errors.New("kv: HandlerConfig.Cluster is required")
 	case c.MaxValueBytes < 0, c.MaxKeyBytes < 0, c.RequestTimeout < 0, c.ListLimit < 0, c.MaxListLimit < 0:
 		return errors.New("kv: HandlerConfig sizes, limits and timeouts must not be negative")
 	}
@@ -125,13 +137,59 @@ func (c *HandlerConfig) validate() error {
 	return nil
 }
 
-// NewHandler returns the HTTP API over cfg.Store and cfg.Cluster; see the
-// package documentation for the endpoints.
+// validateShards checks that exactly one of the two forms of the key space
+// is set, and that it is complete.
+func (c *HandlerConfig) validateShards() error {
+	if c.Shards == nil {
+		switch {
+		case c.Store == nil && c.Cluster == nil:
+			return errors.New("kv: HandlerConfig needs Store and Cluster, or Shards")
+		case c.Store == nil:
+			return errors.New("kv: HandlerConfig.Store is required")
+		case c.Cluster == nil:
+			return errors.New("kv: HandlerConfig.Cluster is required")
+		}
+		return nil
+	}
+	switch {
+	case c.Store != nil || c.Cluster != nil:
+		return errors.New("kv: HandlerConfig.Shards excludes Store and Cluster; set one form only")
+	case len(c.Shards) == 0:
+		return errors.New("kv: HandlerConfig.Shards is empty")
+	case len(c.Shards) > MaxShards:
+		return fmt.Errorf("kv: HandlerConfig.Shards has %d shards, the maximum is %d", len(c.Shards), MaxShards)
+	}
+	// Two groups applying into one Store would corrupt it (each group's
+	// indexes are its own), so a shared Store is a configuration error.
+	owner := make(map[*Store]int, len(c.Shards))
+	for i, s := range c.Shards {
+		switch {
+		case s.Store == nil:
+			return fmt.Errorf("kv: HandlerConfig.Shards[%d].Store is nil", i)
+		case s.Cluster == nil:
+			return fmt.Errorf("kv: HandlerConfig.Shards[%d].Cluster is nil", i)
+		}
+		if j, ok := owner[s.Store]; ok {
+			return fmt.Errorf("kv: HandlerConfig.Shards[%d] and Shards[%d] have the same Store", j, i)
+		}
+		owner[s.Store] = i
+	}
+	return nil
+}
+
+// NewHandler returns the HTTP API over cfg.Store and cfg.Cluster, or over
+// cfg.Shards; see the package documentation for the endpoints.
 func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
 	h := &handler{cfg: cfg, log: cfg.Logger.With("component", "kv-http"), mux: http.NewServeMux()}
+	if cfg.Shards != nil {
+		// A copy, so that a caller reusing its slice cannot reroute keys.
+		h.shards = slices.Clone(cfg.Shards)
+	} else {
+		h.shards = []Shard{{Store: cfg.Store, Cluster: cfg.Cluster}}
+	}
 	h.mux.HandleFunc("GET /kv/{key...}", h.get)
 	h.mux.HandleFunc("PUT /kv/{key...}", h.put)
 	h.mux.HandleFunc("DELETE /kv/{key...}", h.delete)
@@ -160,8 +218,11 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 
 type handler struct {
 	cfg HandlerConfig
-	log *slog.Logger
-	mux *http.ServeMux
+	// shards is the key space: cfg.Shards, or the one shard of cfg.Store
+	// and cfg.Cluster.
+	shards []Shard
+	log    *slog.Logger
+	mux    *http.ServeMux
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -208,7 +269,7 @@ func (h *handler) put(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, codeBadRequest, "reading the body: "+err.Error())
 		return
 	}
-	index, res, ok := h.propose(w, r, EncodePut(key, value))
+	index, res, ok := h.propose(w, r, key, EncodePut(key, value))
 	if !ok {
 		return
 	}
@@ -220,26 +281,28 @@ func (h *handler) delete(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	index, res, ok := h.propose(w, r, EncodeDelete(key))
+	index, res, ok := h.propose(w, r, key, EncodeDelete(key))
 	if !ok {
 		return
 	}
 	writeJSON(w, http.StatusOK, deleteResponse{Key: key, Index: index, Deleted: res.Existed})
 }
 
-// propose runs cmd through the cluster and unpacks the Store's Result; on
-// failure it has written the error response.
-func (h *handler) propose(w http.ResponseWriter, r *http.Request, cmd []byte) (uint64, Result, bool) {
+// propose runs cmd, a command on key, through the cluster of key's shard
+// and unpacks the Store's Result; on failure it has written the error
+// response.
+func (h *handler) propose(w http.ResponseWriter, r *http.Request, key string, cmd []byte) (uint64, Result, bool) {
 	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.RequestTimeout)
 	defer cancel()
-	index, result, err := h.cfg.Cluster.Propose(ctx, cmd)
+	i, shard := h.shardFor(key)
+	index, result, err := shard.Cluster.Propose(ctx, cmd)
 	if err != nil {
-		h.fail(w, r, err)
+		h.fail(w, r, err, h.shardLog(i)...)
 		return 0, Result{}, false
 	}
 	res, ok := result.(Result)
 	if !ok {
-		h.fail(w, r, fmt.Errorf("kv: entry %d: state machine result is %T, want kv.Result", index, result))
+		h.fail(w, r, fmt.Errorf("kv: entry %d: state machine result is %T, want kv.Result", index, result), h.shardLog(i)...)
 		return 0, Result{}, false
 	}
 	return index, res, true
@@ -250,11 +313,15 @@ func (h *handler) get(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	enc, ok := h.readParams(w, r)
+	serializable, enc, ok := h.readParams(w, r)
 	if !ok {
 		return
 	}
-	v, found := h.cfg.Store.Get(key)
+	i, shard := h.shardFor(key)
+	if !serializable && !h.barrier(w, r, i) {
+		return
+	}
+	v, found := shard.Store.Get(key)
 	if !found {
 		writeError(w, http.StatusNotFound, codeNotFound, fmt.Sprintf("key %q not found", key))
 		return
@@ -288,34 +355,37 @@ func (h *handler) list(w http.ResponseWriter, r *http.Request) {
 	if q.Has("prefix") {
 		start, end = max(start, prefix), PrefixEnd(prefix)
 	}
-	enc, ok := h.readParams(w, r)
+	serializable, enc, ok := h.readParams(w, r)
 	if !ok {
 		return
 	}
-	kvs := h.cfg.Store.Range(start, end, limit+1) // one more tells whether there are more
+	// A listing reads every shard, so every shard's barrier must pass
+	// first: a partial listing would silently miss keys.
+	if !serializable && !h.barrier(w, r, -1) {
+		return
+	}
+	kvs := h.merge(start, end, limit+1) // one more tells whether there are more
 	resp := listResponse{KVs: make([]kvJSON, 0, min(len(kvs), limit))}
 	if len(kvs) > limit {
-		resp.More, resp.Next = true, kvs[limit].Key
+		resp.More, resp.Next = true, kvs[limit].key
 		kvs = kvs[:limit]
 	}
-	for _, kv := range kvs {
-		resp.KVs = append(resp.KVs, newKVJSON(kv.Key, kv.Value, enc))
+	for _, e := range kvs {
+		resp.KVs = append(resp.KVs, newKVJSON(e.key, Value{Data: e.value, CreateIndex: e.createIndex, ModIndex: e.modIndex}, enc))
 	}
 	resp.Count = len(resp.KVs)
 	writeJSON(w, http.StatusOK, resp)
 }
 
-// readParams parses the parameters common to reads and, unless the request
-// is serializable, waits for the read barrier. On failure it has written the
-// error response.
-func (h *handler) readParams(w http.ResponseWriter, r *http.Request) (base64Values bool, ok bool) {
+// readParams parses the parameters common to reads. On failure it has
+// written the error response.
+func (h *handler) readParams(w http.ResponseWriter, r *http.Request) (serializable, base64Values, ok bool) {
 	q := r.URL.Query()
-	serializable := false
 	if s := q.Get("serializable"); s != "" {
 		var err error
 		if serializable, err = strconv.ParseBool(s); err != nil {
 			writeError(w, http.StatusBadRequest, codeBadRequest, "serializable must be true or false")
-			return false, false
+			return false, false, false
 		}
 	}
 	switch q.Get("encoding") {
@@ -324,17 +394,28 @@ func (h *handler) readParams(w http.ResponseWriter, r *http.Request) (base64Valu
 		base64Values = true
 	default:
 		writeError(w, http.StatusBadRequest, codeBadRequest, "encoding must be base64 or absent")
-		return false, false
+		return false, false, false
 	}
-	if !serializable {
-		ctx, cancel := context.WithTimeout(r.Context(), h.cfg.RequestTimeout)
-		defer cancel()
-		if err := h.cfg.Cluster.ReadIndex(ctx); err != nil {
-			h.fail(w, r, err)
-			return false, false
-		}
+	return serializable, base64Values, true
+}
+
+// barrier waits for the read barrier of shard i, or of every shard when i
+// is -1, within RequestTimeout. On failure it has written the error
+// response, for the (first) shard that failed.
+func (h *handler) barrier(w http.ResponseWriter, r *http.Request, i int) bool {
+	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.RequestTimeout)
+	defer cancel()
+	var err error
+	if i >= 0 {
+		err = h.shards[i].Cluster.ReadIndex(ctx)
+	} else {
+		i, err = h.barrierAll(ctx)
 	}
-	return base64Values, true
+	if err != nil {
+		h.fail(w, r, err, h.shardLog(i)...)
+		return false
+	}
+	return true
 }
 
 func (h *handler) status(w http.ResponseWriter, _ *http.Request) {

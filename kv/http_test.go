@@ -67,6 +67,12 @@ type resultCluster struct{}
 func (resultCluster) Propose(context.Context, []byte) (uint64, any, error) { return 4, "weird", nil }
 func (resultCluster) ReadIndex(context.Context) error                      { return nil }
 
+// shardForm, when set, makes newTestHandler pass its Store and Cluster as
+// one Shard instead, so that the tests of this file also check that a
+// one-shard handler behaves like the Store+Cluster one (see
+// TestHTTPOneShardFormRunsAllTests).
+var shardForm bool
+
 func newTestHandler(t *testing.T, cfg HandlerConfig) http.Handler {
 	t.Helper()
 	if cfg.Store == nil {
@@ -74,6 +80,10 @@ func newTestHandler(t *testing.T, cfg HandlerConfig) http.Handler {
 	}
 	if cfg.Cluster == nil {
 		cfg.Cluster = &applyCluster{store: cfg.Store}
+	}
+	if shardForm {
+		cfg.Shards = []Shard{{Store: cfg.Store, Cluster: cfg.Cluster}}
+		cfg.Store, cfg.Cluster = nil, nil
 	}
 	h, err := NewHandler(cfg)
 	if err != nil {

@@ -33,16 +33,17 @@ type errorResponse struct {
 	Code  string `json:"code"`
 }
 
-// fail answers a request whose Propose or ReadIndex failed.
-func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
+// fail answers a request whose Propose or ReadIndex failed; logAttrs are
+// added to its log record (which shard failed).
+func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error, logAttrs ...any) {
 	status, code, retry := classify(err)
 	msg := err.Error()
 	if status == http.StatusInternalServerError {
 		// Internal details go to the log, not to the client.
-		h.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		h.log.Error("request failed", append([]any{"method", r.Method, "path", r.URL.Path, "err", err}, logAttrs...)...)
 		msg = "internal error"
 	} else {
-		h.log.Debug("request failed", "method", r.Method, "path", r.URL.Path, "code", code, "err", err)
+		h.log.Debug("request failed", append([]any{"method", r.Method, "path", r.URL.Path, "code", code, "err", err}, logAttrs...)...)
 	}
 	if retry {
 		w.Header().Set("Retry-After", retryAfterSeconds)

@@ -168,12 +168,29 @@ func (s *Store) Get(key string) (Value, bool) {
 //
 // To learn whether more keys follow, ask for limit+1.
 func (s *Store) Range(start, end string, limit int) []KV {
+	entries := s.scan(start, end, limit)
+	if entries == nil {
+		return nil
+	}
+	// Copying after the lock is released is safe: stored values are never
+	// modified in place (see entry).
+	out := make([]KV, len(entries))
+	for i, e := range entries {
+		out[i] = KV{Key: e.key, Value: e.toValue()}
+	}
+	return out
+}
+
+// scan is Range without the copies: the entries share the tree's keys and
+// values, which is safe because a stored value is never modified in place
+// (see entry), and lets a listing copy only the values it returns.
+func (s *Store) scan(start, end string, limit int) []entry {
 	if end != "" && start >= end {
 		return nil
 	}
-	var out []KV
+	var out []entry
 	visit := func(e entry) bool {
-		out = append(out, KV{Key: e.key, Value: e.toValue()})
+		out = append(out, e)
 		return limit <= 0 || len(out) < limit
 	}
 	s.mu.RLock()
