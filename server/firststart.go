@@ -97,7 +97,7 @@ func (s *Server) recordFirstStart() {
 			return
 		case <-t.C:
 		}
-		empty, err := storageEmpty(s.store)
+		empty, err := s.anyGroupEmpty()
 		if err != nil {
 			s.log.Error("cannot read Raft state to record the first start", "err", err)
 			return

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/raftbus/raftbus/datadir"
+	"github.com/raftbus/raftbus/node"
 )
 
 // DefaultReadyTimeout is the default Config.ReadyTimeout.
@@ -27,7 +28,13 @@ const probeFile = ".healthz-probe"
 // directory takes a write. It does not need a leader: a partitioned node is
 // alive, and restarting it would not help.
 func (s *Server) healthz(ctx context.Context) error {
-	if err := s.node.Err(); err != nil {
+	if !s.multi() {
+		if err := s.node.Err(); err != nil {
+			return fmt.Errorf("node stopped: %w", err)
+		}
+	} else if err := s.groupsErr(); err != nil {
+		// A node removed from some groups is healthy; one whose storage
+		// failed is not (they share it, so every group then fails).
 		return fmt.Errorf("node stopped: %w", err)
 	}
 	return s.probeStorage(ctx)
@@ -75,15 +82,40 @@ func writeProbe(path string) error {
 // fails it cannot serve linearizable reads or take writes promptly, so a
 // load balancer should route around it.
 func (s *Server) readyz(ctx context.Context) error {
-	if err := s.node.Err(); err != nil {
-		return fmt.Errorf("node stopped: %w", err)
-	}
-	if s.node.Leader() == 0 {
-		return errors.New("no leader")
-	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ReadyTimeout)
 	defer cancel()
-	if err := s.node.ReadIndex(ctx); err != nil {
+	if !s.multi() {
+		return s.groupReady(ctx, s.node)
+	}
+	// Every group this node still belongs to must be ready: a request for
+	// any key may come. The barriers run at once, within one timeout.
+	errs := make([]error, len(s.groups))
+	var wg sync.WaitGroup
+	for i, gr := range s.groups {
+		if errors.Is(gr.node.Err(), node.ErrRemoved) {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.groupReady(ctx, gr.node); err != nil {
+				errs[i] = fmt.Errorf("group %d: %w", gr.id, err)
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// groupReady is the readiness of one group's node.
+func (s *Server) groupReady(ctx context.Context, n *node.Node) error {
+	if err := n.Err(); err != nil {
+		return fmt.Errorf("node stopped: %w", err)
+	}
+	if n.Leader() == 0 {
+		return errors.New("no leader")
+	}
+	if err := n.ReadIndex(ctx); err != nil {
 		return fmt.Errorf("not caught up with the leader within %s: %w", s.cfg.ReadyTimeout, err)
 	}
 	return nil

@@ -139,13 +139,13 @@ func bootstrapKeys(peers []node.Member, id *datadir.Identity) (_ []node.Member, 
 // leader's first messages; on failure it logs and returns none (the node
 // then waits for a leader it can admit, which never comes, so the problem
 // is logged at error level).
-func (s *Server) joinMembers(cluster uuid.UUID) []node.Member {
+func (s *Server) joinMembers(cluster uuid.UUID, group uint64) []node.Member {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	js, err := jetstream.New(s.cfg.Conn)
 	if err == nil {
 		var st *membership.Stream
-		if st, err = membership.OpenStream(ctx, membership.StreamConfig{JS: js, Prefix: s.prefix(), Cluster: cluster}); err == nil {
+		if st, err = membership.OpenStream(ctx, membership.StreamConfig{JS: js, Prefix: s.prefix(), Cluster: cluster, Group: group}); err == nil {
 			var recs []membership.Record
 			if recs, err = st.ReadAll(ctx, membership.KindCommitted); err == nil {
 				d := membership.Rebuild(recs)

@@ -40,6 +40,7 @@ import (
 	"github.com/raftbus/raftbus/kv"
 	"github.com/raftbus/raftbus/membership"
 	"github.com/raftbus/raftbus/node"
+	"github.com/raftbus/raftbus/raftbridge"
 	"github.com/raftbus/raftbus/raftstore"
 )
 
@@ -74,6 +75,16 @@ type Config struct {
 	// not come back as itself. Before that, empty state needs Bootstrap or
 	// Joining (else ErrNeverStarted).
 	Joining bool
+	// Groups is the number of Raft groups the node runs; the key space is
+	// split over them (kv.ShardOf) and every member of the cluster runs
+	// every group. With more than one, all groups share one NATS
+	// subscription and one send queue per peer (raftbridge.Host), one
+	// tick (node.Host, which quiesces idle groups) and one Pebble store
+	// with one WAL (raftstore.Host). A cluster keeps the group count it
+	// was created with; a data directory started with another count is
+	// refused. Default 1: a single group, with the single-group wire
+	// format and data layout. At most MaxGroups.
+	Groups int
 	// NoSync turns off fsync of Raft state: for benchmarks and tests only;
 	// a crash may lose acknowledged writes.
 	NoSync bool
@@ -116,12 +127,17 @@ type Server struct {
 	log      *slog.Logger
 	identity *datadir.Identity
 	unlock   func() error
-	store    *raftstore.Store
-	kv       *kv.Store
+	store    *raftstore.Store // group 0's
+	kv       *kv.Store        // group 0's
 	bus      *natsbus.Bus
-	node     *node.Node
-	members  *membership.Manager
-	key      nkeys.KeyPair // the incarnation's key: signs membership records
+	node     *node.Node          // group 0's
+	members  *membership.Manager // group 0's
+	groups   []*group            // every group, group 0 first
+	rhost    *raftstore.Host     // with more than one group
+	bhost    *raftbridge.Host    // with more than one group
+	nhost    *node.Host          // with more than one group
+	done     chan struct{}       // closed when every group's node stopped
+	key      nkeys.KeyPair       // the incarnation's key: signs membership records
 	status   *nats.Subscription
 	registry *prometheus.Registry
 	http     *http.Server
@@ -151,6 +167,11 @@ func (c *Config) validate() error {
 		return errors.New("server: a client CA (mutual TLS) needs TLS: set TLSCertFile and TLSKeyFile")
 	case c.ReadyTimeout < 0:
 		return errors.New("server: ReadyTimeout must not be negative")
+	case c.Groups < 0 || c.Groups > MaxGroups:
+		return fmt.Errorf("server: Groups must be 1 to %d, not %d", MaxGroups, c.Groups)
+	}
+	if c.Groups == 0 {
+		c.Groups = 1
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -178,7 +199,8 @@ func Start(cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{tls: tlsConf != nil, cfg: cfg, httpDone: make(chan struct{}), firstStop: make(chan struct{}), firstDone: make(chan struct{})}
+	s := &Server{tls: tlsConf != nil, cfg: cfg, httpDone: make(chan struct{}), firstStop: make(chan struct{}), firstDone: make(chan struct{}),
+		done: make(chan struct{})}
 	// Undo whatever was opened if a later step fails.
 	var closers []func()
 	defer func() {
@@ -232,13 +254,18 @@ func Start(cfg Config) (_ *Server, err error) {
 	s.registry = prometheus.NewRegistry()
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfoCollector(), s.storageCollector())
-	s.store, err = raftstore.Open(datadir.RaftDir(cfg.DataDir), raftstore.Options{Logger: s.log, NoSync: cfg.NoSync, Registerer: s.registry})
+	if err := s.openStorage(); err != nil {
+		if s.rhost != nil {
+			_ = s.rhost.Close()
+		}
+		return nil, err
+	}
+	closers = append(closers, func() { _ = s.closeStorage() })
+	firstStart, err := s.checkRaftState()
 	if err != nil {
 		return nil, err
 	}
-	closers = append(closers, func() { _ = s.store.Close() })
-	firstStart, err := s.checkRaftState()
-	if err != nil {
+	if err := s.checkGroups(firstStart); err != nil {
 		return nil, err
 	}
 
@@ -251,49 +278,49 @@ func Start(cfg Config) (_ *Server, err error) {
 	}
 	closers = append(closers, func() { _ = s.bus.Close() })
 
-	s.kv = kv.NewStore()
 	nc := cfg.Node
 	nc.Cluster, nc.ID, nc.Incarnation, nc.Name = id.ClusterID, id.RaftID, id.Incarnation, id.Name
 	nc.ClientURL = s.URL()
 	nc.Peers = cfg.Bootstrap
-	nc.Storage, nc.StateMachine, nc.Bus = s.store, s.kv, s.bus
+	nc.Bus = s.bus
 	nc.Logger, nc.Registerer = s.log, s.registry
-	if cfg.Joining && len(nc.JoinMembers) == 0 {
-		// The bridge admits only members: a joining node learns the current
-		// ones from the verified records of the membership stream.
-		nc.JoinMembers = s.joinMembers(id.ClusterID)
-	}
-	s.node, err = node.New(nc)
-	if err != nil {
+	if err := s.startHosts(nc); err != nil {
 		return nil, err
 	}
-	closers = append(closers, s.node.Stop)
+	closers = append(closers, func() { s.stopNodes(true) })
+	if err := s.startNodes(nc); err != nil {
+		return nil, err
+	}
+	go s.watchNodes()
 
 	js, err := jetstream.New(cfg.Conn)
 	if err != nil {
 		return nil, fmt.Errorf("server: JetStream: %w", err)
 	}
 	host, _ := os.Hostname()
-	s.members, err = membership.StartManager(membership.ManagerConfig{
-		Stream:  membership.StreamConfig{JS: js, Prefix: s.prefix(), Cluster: id.ClusterID, Replicas: cfg.MembersReplicas},
-		Cluster: clusterAdapter{s.node},
-		Announce: membership.Announce{Name: id.Name, ClientURL: s.URL(), DataDir: cfg.DataDir, Host: host,
-			Software: "raftbus"},
-		Signer: s.key,
-		Logger: s.log,
-	})
-	if err != nil {
-		return nil, err
+	closers = append(closers, s.stopMembers)
+	for _, gr := range s.groups {
+		gr.members, err = membership.StartManager(membership.ManagerConfig{
+			Stream:  membership.StreamConfig{JS: js, Prefix: s.prefix(), Cluster: id.ClusterID, Replicas: cfg.MembersReplicas, Group: gr.id},
+			Cluster: clusterAdapter{gr.node},
+			Announce: membership.Announce{Name: id.Name, ClientURL: s.URL(), DataDir: cfg.DataDir, Host: host,
+				Software: "raftbus"},
+			SkipAnnounce: gr.id != 0, // one announcement per host
+			Signer:       s.key,
+			Logger:       s.log.With("group", gr.id),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("server: membership of group %d: %w", gr.id, err)
+		}
 	}
-	closers = append(closers, s.members.Stop)
+	s.members = s.groups[0].members
 	s.status, err = membership.ServeStatus(cfg.Conn, s.prefix(), id.ClusterID, s.nodeStatus)
 	if err != nil {
 		return nil, err
 	}
 	closers = append(closers, func() { _ = s.status.Unsubscribe() })
 
-	h, err := kv.NewHandler(kv.HandlerConfig{
-		Store: s.kv, Cluster: s.node,
+	hc := kv.HandlerConfig{
 		Status:        func() any { return s.Status() },
 		Metrics:       promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}),
 		Healthz:       s.healthz,
@@ -301,7 +328,13 @@ func Start(cfg Config) (_ *Server, err error) {
 		Auth:          auth,
 		MaxValueBytes: cfg.MaxValueBytes,
 		Logger:        s.log,
-	})
+	}
+	if s.multi() {
+		hc.Shards = s.shards()
+	} else {
+		hc.Store, hc.Cluster = s.kv, s.node
+	}
+	h, err := kv.NewHandler(hc)
 	if err != nil {
 		return nil, err
 	}
@@ -341,11 +374,33 @@ func (s *Server) URL() string {
 	return "http://" + s.addr
 }
 
-// Node returns the node runtime.
+// Node returns the node runtime (of group 0, with many groups).
 func (s *Server) Node() *node.Node { return s.node }
 
-// KV returns the node's key-value state machine.
+// KV returns the node's key-value state machine (of group 0, with many
+// groups).
 func (s *Server) KV() *kv.Store { return s.kv }
+
+// Groups returns the number of Raft groups the server runs.
+func (s *Server) Groups() int { return len(s.groups) }
+
+// GroupNode returns group g's node, nil for a group the server does not
+// run.
+func (s *Server) GroupNode(g int) *node.Node {
+	if g < 0 || g >= len(s.groups) {
+		return nil
+	}
+	return s.groups[g].node
+}
+
+// GroupKV returns group g's key-value state machine, nil for a group the
+// server does not run.
+func (s *Server) GroupKV(g int) *kv.Store {
+	if g < 0 || g >= len(s.groups) {
+		return nil
+	}
+	return s.groups[g].kv
+}
 
 // Identity returns the data directory's identity.
 func (s *Server) Identity() *datadir.Identity { return s.identity }
@@ -354,8 +409,14 @@ func (s *Server) Identity() *datadir.Identity { return s.identity }
 func (s *Server) Registry() *prometheus.Registry { return s.registry }
 
 // Done is closed when the node stopped by itself (it was removed, or its
-// storage failed) or after Stop.
-func (s *Server) Done() <-chan struct{} { return s.node.Done() }
+// storage failed) or after Stop; with many groups, once every group's
+// node stopped (a node removed from some groups serves the others).
+func (s *Server) Done() <-chan struct{} {
+	if !s.multi() {
+		return s.node.Done()
+	}
+	return s.done
+}
 
 // Stop shuts the HTTP API down, stops the node (a leader hands leadership
 // over first) and closes the bus, storage and directory lock. It is
@@ -367,7 +428,7 @@ func (s *Server) Stop() {
 		_ = s.http.Shutdown(ctx)
 		<-s.httpDone
 		s.stopMembership()
-		s.node.Stop()
+		s.stopNodes(true)
 		s.closeResources()
 	})
 }
@@ -382,21 +443,21 @@ func (s *Server) Halt() {
 		_ = s.http.Close()
 		<-s.httpDone
 		s.stopMembership()
-		s.node.Halt()
+		s.stopNodes(false)
 		s.closeResources()
 	})
 }
 
 func (s *Server) stopMembership() {
 	_ = s.status.Unsubscribe()
-	s.members.Stop()
+	s.stopMembers()
 }
 
 func (s *Server) closeResources() {
 	close(s.firstStop)
 	<-s.firstDone
 	_ = s.bus.Close()
-	if err := s.store.Close(); err != nil {
+	if err := s.closeStorage(); err != nil {
 		s.log.Warn("closing raft storage", "err", err)
 	}
 	_ = s.unlock()

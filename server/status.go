@@ -35,6 +35,11 @@ type Status struct {
 	// node skipped (unsigned, badly signed, unauthorised, malformed), by
 	// reason.
 	MembershipRejected map[string]int `json:"membership_rejected,omitempty"`
+	// Groups is the number of Raft groups the node runs, with more than
+	// one; the rest of the status is group 0's. Quiescent of them are
+	// idle (no ticks, no heartbeats).
+	Groups    int `json:"groups,omitempty"`
+	Quiescent int `json:"groups_quiescent,omitempty"`
 }
 
 // Status returns the node's status.
@@ -46,6 +51,10 @@ func (s *Server) Status() Status {
 		StorageBytes: s.cachedStorageBytes(), SnapshotIndex: s.store.SnapshotIndex(),
 		DroppedMessages: map[string]uint64{}, DroppedEnvelopes: map[string]uint64{},
 		MembershipProblem: s.members.Problem(), MembershipRejected: s.members.Rejected(),
+	}
+	if s.nhost != nil {
+		hs := s.nhost.Stats()
+		st.Groups, st.Quiescent = len(s.groups), hs.Quiescent
 	}
 	for r, n := range ts.DroppedMessages {
 		st.DroppedMessages[string(r)] = n
@@ -83,6 +92,14 @@ func (s *Server) nodeStatus() membership.NodeStatus {
 		} else {
 			ns.Voters = append(ns.Voters, membership.HexID(m.ID))
 		}
+	}
+	for _, gr := range s.groups[1:] {
+		if ns.Groups == nil {
+			ns.Groups = make(map[uint64]membership.GroupStatus, len(s.groups)-1)
+		}
+		gs := gr.node.Status()
+		ns.Groups[gr.id] = membership.GroupStatus{RaftID: membership.HexID(gr.node.ID()), Leader: membership.HexID(gr.node.Leader()),
+			State: gs.State, Term: gs.Term, Applied: gs.Applied, Commit: gs.Commit, Problem: gr.members.Problem()}
 	}
 	return ns
 }

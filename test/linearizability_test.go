@@ -25,6 +25,7 @@ import (
 
 	"github.com/raftbus/raftbus/datadir"
 	"github.com/raftbus/raftbus/internal/testnats"
+	"github.com/raftbus/raftbus/kv"
 	"github.com/raftbus/raftbus/node"
 	"github.com/raftbus/raftbus/raftbridge"
 	"github.com/raftbus/raftbus/server"
@@ -53,6 +54,9 @@ type linCluster struct {
 	cluster  uuid.UUID
 	replicas int
 	tune     node.Config
+	// groups is the Raft group count of every node (server.Config.Groups):
+	// the workload's keys then spread over all groups.
+	groups int
 	// natsURL is node i's NATS URL list; proxies[i], when set, sits between
 	// node i and its server so that its link can be stalled.
 	natsURL func(i int) string
@@ -67,8 +71,8 @@ type linCluster struct {
 }
 
 // newLinCluster bootstraps n nodes; natsURL gives node i's NATS URL.
-func newLinCluster(t *testing.T, n int, replicas int, tune node.Config, natsURL func(i int) string) *linCluster {
-	c := &linCluster{t: t, root: t, cluster: uuid.New(), replicas: replicas, tune: tune, natsURL: natsURL,
+func newLinCluster(t *testing.T, n, replicas, groups int, tune node.Config, natsURL func(i int) string) *linCluster {
+	c := &linCluster{t: t, root: t, cluster: uuid.New(), replicas: replicas, tune: tune, natsURL: natsURL, groups: groups,
 		servers: make([]*server.Server, n), conns: make([]*nats.Conn, n)}
 	c.nextID.Store(uint64(n + 1))
 	root := t.TempDir()
@@ -91,12 +95,18 @@ func newLinCluster(t *testing.T, n int, replicas int, tune node.Config, natsURL 
 // newLinClusterProxied is a three-node cluster on one NATS server, each
 // node behind its own proxy.
 func newLinClusterProxied(t *testing.T, tune node.Config) *linCluster {
+	return newLinClusterProxiedGroups(t, tune, 1)
+}
+
+// newLinClusterProxiedGroups is newLinClusterProxied with groups Raft
+// groups on every node.
+func newLinClusterProxiedGroups(t *testing.T, tune node.Config, groups int) *linCluster {
 	ns := testnats.Run(t, nil)
 	var proxies []*testnats.Proxy
 	for range 3 {
 		proxies = append(proxies, testnats.StartProxy(t, ns.Addr().String()))
 	}
-	c := newLinCluster(t, 3, 1, tune, func(i int) string { return proxies[i].URL() })
+	c := newLinCluster(t, 3, 1, groups, tune, func(i int) string { return proxies[i].URL() })
 	c.proxies = proxies
 	return c
 }
@@ -105,7 +115,7 @@ func newLinClusterProxied(t *testing.T, tune node.Config) *linCluster {
 // NATS cluster with proxied routes; node i prefers server i.
 func newLinClusterOnNATSCluster(t *testing.T) *linCluster {
 	pc := testnats.RunProxiedCluster(t, 3)
-	c := newLinCluster(t, 3, 3, linTune, pc.ClientURLs)
+	c := newLinCluster(t, 3, 3, 1, linTune, pc.ClientURLs)
 	c.nats = pc
 	return c
 }
@@ -124,7 +134,7 @@ func (c *linCluster) start(i int, boot []node.Member, joining bool, join ...node
 	c.root.Cleanup(nc.Close)
 	s, err := server.Start(server.Config{
 		DataDir: c.dirs[i], Conn: nc, Bootstrap: boot, Joining: joining, MembersReplicas: c.replicas,
-		Node:   tune,
+		Node: tune, Groups: c.groups,
 		Logger: testLogger(c.t).With("node", fmt.Sprintf("n%d", i+1)),
 	})
 	if err != nil {
@@ -719,5 +729,126 @@ func TestLinearizabilityDetectsStaleReads(t *testing.T) {
 	res, _ := porcupine.CheckOperationsVerbose(kvModel, h.operations(), 10*time.Second)
 	if res != porcupine.Illegal {
 		t.Fatalf("stale serializable reads checked as %s, want %s", res, porcupine.Illegal)
+	}
+}
+
+// manyGroups is the group count of the many-groups suites: enough that
+// every host leads some groups and follows others.
+const manyGroups = 8
+
+// The node faults again, on three nodes that each run manyGroups groups:
+// the workload's keys spread over every group, and each fault hits every
+// group of the node at once (the leader killed is group 0's, which leads
+// some other groups and follows the rest).
+func TestLinearizabilityManyGroups(t *testing.T) {
+	c := newLinClusterProxiedGroups(t, linTune, manyGroups)
+	c.leader()
+	for _, f := range []fault{killRestart, leaderKill, pause, wholeCrash} {
+		t.Run(f.name, func(t *testing.T) {
+			c.t = t
+			runFault(t, c, f)
+		})
+	}
+}
+
+// The seed scenario with many groups: a follower is removed from every
+// group and wiped, then comes back under its name as a new member of every
+// group, on a cluster whose groups snapshotted and compacted.
+func TestLinearizabilityManyGroupsChurn(t *testing.T) {
+	c := newLinClusterProxiedGroups(t, churnTune, manyGroups)
+	c.leader()
+	c.preload(t, manyGroups*(int(churnTune.SnapshotEntries+churnTune.CompactionOverhead)+50))
+	runFault(t, c, churnAllGroups)
+}
+
+// churnAllGroups is churn over every group of a many-groups cluster.
+var churnAllGroups = fault{"membership-churn-all-groups", 20, func(t *testing.T, c *linCluster, r *rand.Rand) func() {
+	i := c.follower(r)
+	victim := c.server(i)
+	removeID := victim.Identity().RaftID
+	for g := range c.groups {
+		changeGroupMembership(t, c, g, func(ctx context.Context, n *node.Node) error {
+			_, err := n.RemoveMember(ctx, removeID)
+			return err
+		})
+	}
+	select {
+	case <-victim.Done():
+	case <-time.After(20 * time.Second):
+		t.Errorf("n%d, removed from every group, did not stop itself within 20s", i+1)
+	}
+	c.halt(i)
+	if err := os.RemoveAll(c.dirs[i]); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		id, err := datadir.Create(c.dirs[i], datadir.Identity{ClusterID: c.cluster, RaftID: c.nextID.Add(1) - 1, Name: fmt.Sprintf("n%d", i+1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := node.Member{ID: raftbridge.ID(id.RaftID), Name: id.Name, Incarnation: id.Incarnation, PublicKey: id.PublicKey}
+		for g := range c.groups {
+			changeGroupMembership(t, c, g, func(ctx context.Context, n *node.Node) error {
+				_, err := n.AddMember(ctx, m)
+				return err
+			})
+		}
+		s := c.start(i, nil, true, c.server(c.leader()).Node().Members()...)
+		began := time.Now()
+		// A key of every group: the new member must serve each of them.
+		for g := range c.groups {
+			key := keyOfGroup(g, c.groups)
+			for {
+				if _, ok := linGet(s.URL(), key); ok {
+					break
+				}
+				if time.Since(began) > churnReadWithin {
+					st := s.GroupNode(g).Status()
+					t.Errorf("new member %x (n%d) served no linearizable read of group %d within %v of starting; its status there: leader %s, applied %d, %d members",
+						id.RaftID, i+1, g, churnReadWithin, st.Leader, st.Applied, len(st.Members))
+					return
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+		t.Logf("new member %x (n%d) served a linearizable read of every group %v after starting", id.RaftID, i+1, time.Since(began).Round(time.Millisecond))
+	}
+}}
+
+// keyOfGroup is a key that kv.ShardOf places in group g of n.
+func keyOfGroup(g, n int) string {
+	for k := 0; ; k++ {
+		key := fmt.Sprintf("churn-probe-%d", k)
+		if kv.ShardOf(key, n) == g {
+			return key
+		}
+	}
+}
+
+// changeGroupMembership runs change on group g's current leader, retrying
+// while leadership moves, for up to 30 s.
+func changeGroupMembership(t *testing.T, c *linCluster, g int, change func(context.Context, *node.Node) error) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var lead *node.Node
+		for i := range c.size() {
+			if s := c.server(i); s != nil && s.GroupNode(g).IsLeader() {
+				lead = s.GroupNode(g)
+			}
+		}
+		err := errors.New("no leader")
+		if lead != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			err = change(ctx, lead)
+			cancel()
+		}
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("membership change in group %d: %v", g, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

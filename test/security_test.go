@@ -159,9 +159,10 @@ func newSecCluster(t *testing.T, joiners ...string) *secCluster {
 	return c
 }
 
-func (c *secCluster) startNode(t *testing.T, name string) *secProc {
+func (c *secCluster) startNode(t *testing.T, name string, extra ...string) *secProc {
 	args := []string{"node", "--data", c.dirs[name], "--name", name, "-s", c.srv.ClientURL(), "--listen", "127.0.0.1:0",
 		"--log-level", "warn", "--tick", "50ms"}
+	args = append(args, extra...)
 	if name != "n1" {
 		args = append(args, "--join", "--cluster", c.cluster.String())
 	}

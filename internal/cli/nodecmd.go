@@ -31,6 +31,7 @@ type nodeFlags struct {
 	noSync    bool
 	tick      time.Duration
 	snapEvery uint64
+	groups    int
 	// HTTP API security (server.Config's TLS and token fields).
 	tlsCert, tlsKey, clientCA, tokenFile string
 }
@@ -79,6 +80,7 @@ stops and exits with code 10.`,
 	fs.BoolVar(&f.noSync, "no-sync", false, "do not fsync Raft state (benchmarks only: a crash may lose acknowledged writes)")
 	fs.DurationVar(&f.tick, "tick", 100*time.Millisecond, "Raft tick interval")
 	fs.Uint64Var(&f.snapEvery, "snapshot-entries", 10000, "take a snapshot every this many applied entries")
+	fs.IntVar(&f.groups, "groups", 1, fmt.Sprintf("number of Raft groups the key space is split over (1 to %d); every member of a cluster must run the count the cluster was created with", server.MaxGroups))
 	fs.StringVar(&f.tlsCert, "listen-tls-cert", envOr("RAFTBUS_LISTEN_TLS_CERT", ""), "serve the HTTP API over TLS with this PEM certificate ($RAFTBUS_LISTEN_TLS_CERT)")
 	fs.StringVar(&f.tlsKey, "listen-tls-key", envOr("RAFTBUS_LISTEN_TLS_KEY", ""), "the PEM key of --listen-tls-cert ($RAFTBUS_LISTEN_TLS_KEY)")
 	fs.StringVar(&f.clientCA, "listen-client-ca", envOr("RAFTBUS_LISTEN_CLIENT_CA", ""), "verify HTTP client certificates against this PEM CA bundle; a verified certificate authorises requests ($RAFTBUS_LISTEN_CLIENT_CA)")
@@ -106,6 +108,9 @@ func (f *nodeFlags) expect() (datadir.Expect, error) {
 }
 
 func runNode(cmd *cobra.Command, g *globals, f *nodeFlags) error {
+	if f.groups < 1 || f.groups > server.MaxGroups {
+		return usageErr(fmt.Errorf("--groups must be between 1 and %d, got %d", server.MaxGroups, f.groups))
+	}
 	log, err := g.logger()
 	if err != nil {
 		return err
@@ -181,7 +186,7 @@ func runNode(cmd *cobra.Command, g *globals, f *nodeFlags) error {
 	srv, err := server.Start(server.Config{
 		DataDir: f.data, Expect: want, Conn: nc, Prefix: f.prefix, Listen: f.listen,
 		Bootstrap: bootstrap, Joining: joining, NoSync: f.noSync, Logger: log, MembersReplicas: f.replicas,
-		Node:        node.Config{TickInterval: f.tick, SnapshotEntries: f.snapEvery},
+		Node: node.Config{TickInterval: f.tick, SnapshotEntries: f.snapEvery}, Groups: f.groups,
 		TLSCertFile: f.tlsCert, TLSKeyFile: f.tlsKey, ClientCAFile: f.clientCA, HTTPTokenFile: f.tokenFile,
 	})
 	if errors.Is(err, server.ErrNeverStarted) {

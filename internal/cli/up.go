@@ -28,6 +28,7 @@ func init() { commands = append(commands, newUpCmd) }
 
 type upFlags struct {
 	nodes    int
+	groups   int
 	data     string
 	natsPort int
 	httpPort int
@@ -39,7 +40,7 @@ type upFlags struct {
 func newUpCmd(g *globals) *cobra.Command {
 	f := &upFlags{}
 	cmd := &cobra.Command{
-		Use:   "up [--nodes 3] [--data DIR]",
+		Use:   "up [--nodes 3] [--groups 1] [--data DIR]",
 		Short: "Run a local cluster on an embedded NATS server",
 		Long: `Start an embedded NATS server with JetStream and a local cluster of raftbus
 nodes in this process, print each node's HTTP address, and run until Ctrl-C.
@@ -56,12 +57,18 @@ is given.
 The embedded server is secured like a production one: every node connects
 as its own nkey user with the permissions 'raftbus nats-config' generates,
 and an admin nkey (written to DIR/admin.nk) is printed for 'raftbus member'.
---insecure runs it open instead: anyone who reaches it can act as any node.`,
+--insecure runs it open instead: anyone who reaches it can act as any node.
+
+--groups N splits the key space over N Raft groups (a sharded cluster):
+every node runs every group, over one NATS connection and one Pebble store,
+and idle groups quiesce. The HTTP API is the same. A cluster keeps the group
+count it was created with.`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error { return runUp(cmd, g, f) },
 	}
 	fs := cmd.Flags()
 	fs.IntVar(&f.nodes, "nodes", 3, "number of nodes (1 to 7)")
+	fs.IntVar(&f.groups, "groups", 1, fmt.Sprintf("number of Raft groups the key space is split over (1 to %d); fixed when the cluster is created", server.MaxGroups))
 	fs.StringVar(&f.data, "data", "", "directory to keep the cluster in (default: a temporary directory)")
 	fs.IntVar(&f.natsPort, "nats-port", 0, "port of the embedded NATS server (0: any free port)")
 	fs.IntVar(&f.httpPort, "http-port", 0, "HTTP port of the first node; node i uses port+i-1 (0: any free ports)")
@@ -74,6 +81,9 @@ and an admin nkey (written to DIR/admin.nk) is printed for 'raftbus member'.
 func (f *upFlags) validate() error {
 	if f.nodes < 1 || f.nodes > 7 {
 		return fmt.Errorf("--nodes must be between 1 and 7, got %d", f.nodes)
+	}
+	if f.groups < 1 || f.groups > server.MaxGroups {
+		return fmt.Errorf("--groups must be between 1 and %d, got %d", server.MaxGroups, f.groups)
 	}
 	if f.natsPort < 0 || f.natsPort > 65535 {
 		return fmt.Errorf("--nats-port %d is not a port", f.natsPort)
@@ -192,7 +202,7 @@ func runUp(cmd *cobra.Command, g *globals, f *upFlags) (err error) {
 		}
 		s, err := server.Start(server.Config{
 			DataDir: filepath.Join(dir, id.Name), Conn: nc, Listen: listen, Bootstrap: bootstrap,
-			NoSync: f.noSync, Logger: log,
+			NoSync: f.noSync, Logger: log, Groups: f.groups,
 		})
 		done(err)
 		if err != nil {
