@@ -98,7 +98,7 @@ func New(cfg Config) (*Node, error) {
 		members: newMembership(),
 		props:   newRequests[result](),
 		reads:   newRequests[uint64](),
-		applyc:  make(chan applyBatch, 64),
+		applyc:  make(chan applyBatch, applyDepth(cfg)),
 		snapReq: make(chan struct{}, 1),
 		stopc:   make(chan struct{}),
 		done:    make(chan struct{}),
@@ -218,6 +218,16 @@ func New(cfg Config) (*Node, error) {
 	n.log.Info("node started", "cluster", cfg.Cluster, "incarnation", cfg.Incarnation, "name", cfg.Name,
 		"restart", restart, "bootstrap", !restart && len(cfg.Peers) > 0, "snapshot_index", snapIndex)
 	return n, nil
+}
+
+// applyDepth bounds the batches waiting for the apply loop: 64 for a node
+// of its own; 8 for a group of a Host, which may hold a thousand of them
+// (the queue is 2 KiB per node at 64, and a group's Readies are small).
+func applyDepth(cfg Config) int {
+	if cfg.Host != nil {
+		return 8
+	}
+	return 64
 }
 
 func confChangeContext(req uint64, m Member) ([]byte, error) {

@@ -96,6 +96,7 @@ func New(cfg Config) (*Bridge, error) {
 	b.snapOut = newSnapSenders(b)
 	b.snapIn = newSnapReceiver(b)
 	b.ctx, b.cancel = context.WithCancel(context.Background())
+	b.reports.spawn, b.reports.done = b.spawn, b.ctx.Done()
 	if cfg.Registerer != nil {
 		p := newPromMetrics(b.meter)
 		cs := append(p.collectors(b.meter), newQueueCollector(b))
@@ -122,16 +123,10 @@ func (b *Bridge) Start() error {
 		return ErrStarted
 	}
 	b.started = true
-	b.wg.Add(2)
-	go func() {
-		defer b.wg.Done()
-		b.reports.run(b.ctx.Done())
-	}()
-	go func() {
-		defer b.wg.Done()
-		b.snapIn.run()
-	}()
 	b.lifeMu.Unlock()
+	// The reporter and the snapshot receiver start their goroutines when
+	// they have work: an idle group holds none.
+	b.reports.start()
 	if err := b.cfg.Bus.Start(receiver{b}); err != nil {
 		return fmt.Errorf("raftbridge: start bus: %w", err)
 	}

@@ -2,6 +2,8 @@ package raftbridge
 
 import (
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"go.etcd.io/raft/v3"
 )
@@ -16,9 +18,20 @@ import (
 // snapshot status per Raft ID. Raft needs nothing more (it tracks one
 // pending snapshot per follower, and unreachable is a hint), and it bounds
 // the queue by the number of peers.
+//
+// Its goroutine runs only while there is something to report, and for
+// reporterIdle after: a host with a thousand idle groups holds no reporter
+// goroutine at all.
 type reporter struct {
 	raft  Raft
 	meter *meter
+	// spawn starts run on a goroutine Close waits for (Bridge.spawn);
+	// done ends it. enabled is set once the bridge started: reports made
+	// before wait for it.
+	spawn   func(func()) bool
+	done    <-chan struct{}
+	enabled atomic.Bool
+	running bool // guarded by mu
 
 	mu          sync.Mutex
 	unreachable map[uint64]struct{}
@@ -36,6 +49,10 @@ type reporter struct {
 // hints are dropped, while snapshot statuses (which Raft waits for) are
 // kept.
 const maxPendingReports = 4096
+
+// reporterIdle is how long the reporter's goroutine waits for the next
+// report before it exits.
+const reporterIdle = time.Second
 
 func newReporter(r Raft, m *meter) *reporter {
 	return &reporter{
@@ -66,21 +83,53 @@ func (r *reporter) reportSnapshot(id uint64, st raft.SnapshotStatus) {
 	r.signal()
 }
 
+// signal wakes the goroutine, starting it if none runs. The wake token
+// goes first: a goroutine deciding to exit sees it, or has exited before
+// and a new one starts.
 func (r *reporter) signal() {
 	select {
 	case r.wake <- struct{}{}:
 	default:
 	}
+	if !r.enabled.Load() {
+		return
+	}
+	r.mu.Lock()
+	start := !r.running
+	r.running = true
+	r.mu.Unlock()
+	if start && !r.spawn(r.run) {
+		r.mu.Lock()
+		r.running = false // closing: nothing is delivered any more
+		r.mu.Unlock()
+	}
 }
 
-// run delivers pending reports until done is closed; reports still pending
-// then are discarded (the node is shutting down).
-func (r *reporter) run(done <-chan struct{}) {
+// start enables delivery, and delivers what was reported before.
+func (r *reporter) start() {
+	r.enabled.Store(true)
+	r.signal()
+}
+
+// run delivers pending reports until done is closed, or until nothing was
+// reported for reporterIdle; reports still pending at done are discarded
+// (the node is shutting down).
+func (r *reporter) run() {
+	idle := time.NewTimer(reporterIdle)
+	defer idle.Stop()
 	for {
 		select {
-		case <-done:
+		case <-r.done:
 			return
 		case <-r.wake:
+		case <-idle.C:
+			r.mu.Lock()
+			if len(r.unreachable) == 0 && len(r.snapshot) == 0 && len(r.wake) == 0 {
+				r.running = false
+				r.mu.Unlock()
+				return
+			}
+			r.mu.Unlock()
 		}
 		r.mu.Lock()
 		unreachable, snapshot := r.unreachable, r.snapshot
@@ -96,5 +145,6 @@ func (r *reporter) run(done <-chan struct{}) {
 		clear(unreachable)
 		clear(snapshot)
 		r.spareUnreachable, r.spareSnapshot = unreachable, snapshot
+		idle.Reset(reporterIdle)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -21,6 +22,11 @@ type snapReceiver struct {
 	b       *Bridge
 	chunks  chan *snapChunk
 	results chan applyResult
+	// mu guards running: run's goroutine exists only while transfers are
+	// in progress (and until the next expiry after), so an idle group
+	// holds no goroutine and no ticker for snapshots.
+	mu      sync.Mutex
+	running bool
 
 	// Owned by run.
 	transfers map[uint64]*inTransfer      // by source Raft ID: one at a time per sender
@@ -79,11 +85,36 @@ func newSnapReceiver(b *Bridge) *snapReceiver {
 // deliver is called on the bus delivery goroutine with a chunk whose
 // envelope passed the identity checks. It never blocks.
 func (r *snapReceiver) deliver(c *snapChunk) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.running {
+		if !r.b.spawn(r.run) {
+			r.b.dropChunk(c.From, DropBridgeClosed, "raftbridge: dropped inbound snapshot chunk", nil)
+			return
+		}
+		r.running = true
+	}
 	select {
 	case r.chunks <- c:
 	default:
 		r.b.dropChunk(c.From, bus.DropQueueFull, "raftbridge: dropped inbound snapshot chunk", nil)
 	}
+}
+
+// idle ends run when no transfer is in progress and no chunk waits; the
+// next chunk starts it again (deliver holds mu while it queues, so none
+// is left behind).
+func (r *snapReceiver) idle() bool {
+	if len(r.transfers) != 0 {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.chunks) != 0 || len(r.results) != 0 {
+		return false
+	}
+	r.running = false
+	return true
 }
 
 func (r *snapReceiver) run() {
@@ -105,6 +136,9 @@ func (r *snapReceiver) run() {
 			r.applied(res)
 		case <-tick.C:
 			r.expire(time.Now())
+			if r.idle() {
+				return
+			}
 		}
 	}
 }
