@@ -162,11 +162,7 @@ func (c *Config) validate() error {
 		errs = append(errs, fmt.Errorf("tick interval %v is below 1ms", c.TickInterval))
 	}
 	if c.Ticker == nil {
-		interval := c.TickInterval
-		c.Ticker = func() (<-chan time.Time, func()) {
-			t := time.NewTicker(interval)
-			return t.C, t.Stop
-		}
+		c.Ticker = wallTicker(c.TickInterval)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -181,5 +177,13 @@ func setDefault[T comparable](v *T, def T) {
 	var zero T
 	if *v == zero {
 		*v = def
+	}
+}
+
+// wallTicker is the default tick source: the wall clock every interval.
+func wallTicker(interval time.Duration) func() (<-chan time.Time, func()) {
+	return func() (<-chan time.Time, func()) {
+		t := time.NewTicker(interval)
+		return t.C, t.Stop
 	}
 }

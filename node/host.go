@@ -46,11 +46,7 @@ func (c *HostConfig) validate() error {
 		return fmt.Errorf("node: invalid host config: tick %v (at least 1ms), election ticks %d (at least 2)", c.TickInterval, c.ElectionTicks)
 	}
 	if c.Ticker == nil {
-		interval := c.TickInterval
-		c.Ticker = func() (<-chan time.Time, func()) {
-			t := time.NewTicker(interval)
-			return t.C, t.Stop
-		}
+		c.Ticker = wallTicker(c.TickInterval)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -165,21 +165,15 @@ type hostCounters struct {
 	pingsIn         atomic.Uint64
 }
 
-func (s *hostCounters) inDropped(r bus.DropReason, n int) {
-	s.mu.Lock()
-	if s.in == nil {
-		s.in = make(map[bus.DropReason]uint64)
-	}
-	s.in[r] += uint64(n)
-	s.mu.Unlock()
-}
+func (s *hostCounters) inDropped(r bus.DropReason, n int)  { s.count(&s.in, r, n) }
+func (s *hostCounters) outDropped(r bus.DropReason, n int) { s.count(&s.out, r, n) }
 
-func (s *hostCounters) outDropped(r bus.DropReason, n int) {
+func (s *hostCounters) count(m *map[bus.DropReason]uint64, r bus.DropReason, n int) {
 	s.mu.Lock()
-	if s.out == nil {
-		s.out = make(map[bus.DropReason]uint64)
+	if *m == nil {
+		*m = make(map[bus.DropReason]uint64)
 	}
-	s.out[r] += uint64(n)
+	(*m)[r] += uint64(n)
 	s.mu.Unlock()
 }
 

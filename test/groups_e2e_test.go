@@ -25,15 +25,7 @@ func TestShardedClusterUnderGeneratedPermissions(t *testing.T) {
 	urls := map[string]string{"n1": nodes["n1"].url(t, 30*time.Second)}
 	c.waitStream(t)
 	for _, name := range []string{"n2", "n3"} {
-		nodes[name] = c.startNode(t, name, "--groups", g)
-		testnats.Eventually(t, 20*time.Second, func() error {
-			if !strings.Contains(nodes[name].out.String(), "announced") {
-				return fmt.Errorf("%s not announced", name)
-			}
-			return nil
-		})
-		c.memberRetry(t, "add", name)
-		urls[name] = nodes[name].url(t, 30*time.Second)
+		nodes[name], urls[name] = c.joinNode(t, name, "--groups", g)
 		for gr := 1; gr < groups; gr++ {
 			c.memberRetry(t, "add", name, "--group", fmt.Sprint(gr))
 		}

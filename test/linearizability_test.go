@@ -556,10 +556,14 @@ var churn = fault{"membership-churn", 20, func(t *testing.T, c *linCluster, r *r
 	i := c.follower(r)
 	victim := c.server(i)
 	removeID := victim.Identity().RaftID
-	changeMembership(t, c, func(ctx context.Context, n *node.Node) error {
-		_, err := n.RemoveMember(ctx, removeID)
-		return err
-	})
+	// With many groups, from every group: a node stops once it belongs
+	// to none.
+	for g := range c.groupCount() {
+		changeGroupMembership(t, c, g, func(ctx context.Context, n *node.Node) error {
+			_, err := n.RemoveMember(ctx, removeID)
+			return err
+		})
+	}
 	select {
 	case <-victim.Done():
 	case <-time.After(20 * time.Second):
@@ -574,25 +578,31 @@ var churn = fault{"membership-churn", 20, func(t *testing.T, c *linCluster, r *r
 		if err != nil {
 			t.Fatal(err)
 		}
-		changeMembership(t, c, func(ctx context.Context, n *node.Node) error {
-			_, err := n.AddMember(ctx, node.Member{ID: raftbridge.ID(id.RaftID), Name: id.Name, Incarnation: id.Incarnation, PublicKey: id.PublicKey})
-			return err
-		})
+		m := node.Member{ID: raftbridge.ID(id.RaftID), Name: id.Name, Incarnation: id.Incarnation, PublicKey: id.PublicKey}
+		for g := range c.groupCount() {
+			changeGroupMembership(t, c, g, func(ctx context.Context, n *node.Node) error {
+				_, err := n.AddMember(ctx, m)
+				return err
+			})
+		}
 		s := c.start(i, nil, true, c.server(c.leader()).Node().Members()...)
 		began := time.Now()
-		for {
-			if _, ok := linGet(s.URL(), "churn-probe"); ok {
-				t.Logf("new member %x (n%d) served a linearizable read %v after starting", id.RaftID, i+1, time.Since(began).Round(time.Millisecond))
-				return
+		// A key of every group: the new member must serve each of them.
+		for g := range c.groupCount() {
+			for {
+				if _, ok := linGet(s.URL(), keyOfGroup(g, c.groupCount())); ok {
+					break
+				}
+				if time.Since(began) > churnReadWithin {
+					st := s.GroupNode(g).Status()
+					t.Errorf("new member %x (n%d) served no linearizable read of group %d within %v of starting (first index on group 0's leader %d); its status there: leader %s, applied %d, %d members, drops %v",
+						id.RaftID, i+1, g, churnReadWithin, firstIndex(c), st.Leader, st.Applied, len(st.Members), st.Dropped)
+					return
+				}
+				time.Sleep(20 * time.Millisecond)
 			}
-			if time.Since(began) > churnReadWithin {
-				st := s.Node().Status()
-				t.Errorf("new member %x (n%d) served no linearizable read within %v of starting (first index on the leader %d); its status: leader %s, applied %d, %d members, drops %v",
-					id.RaftID, i+1, churnReadWithin, firstIndex(c), st.Leader, st.Applied, len(st.Members), st.Dropped)
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
 		}
+		t.Logf("new member %x (n%d) served a linearizable read of every group %v after starting", id.RaftID, i+1, time.Since(began).Round(time.Millisecond))
 	}
 }}
 
@@ -611,25 +621,6 @@ func firstIndex(c *linCluster) uint64 {
 		}
 	}
 	return 0
-}
-
-// changeMembership runs change on the current leader, retrying while
-// leadership moves, for up to 30 s.
-func changeMembership(t *testing.T, c *linCluster, change func(context.Context, *node.Node) error) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := change(ctx, c.server(c.leader()).Node())
-		cancel()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("membership change: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // Node faults on a three-node cluster over one NATS server: a follower
@@ -758,62 +749,11 @@ func TestLinearizabilityManyGroupsChurn(t *testing.T) {
 	c := newLinClusterProxiedGroups(t, churnTune, manyGroups)
 	c.leader()
 	c.preload(t, manyGroups*(int(churnTune.SnapshotEntries+churnTune.CompactionOverhead)+50))
-	runFault(t, c, churnAllGroups)
+	runFault(t, c, churn)
 }
 
-// churnAllGroups is churn over every group of a many-groups cluster.
-var churnAllGroups = fault{"membership-churn-all-groups", 20, func(t *testing.T, c *linCluster, r *rand.Rand) func() {
-	i := c.follower(r)
-	victim := c.server(i)
-	removeID := victim.Identity().RaftID
-	for g := range c.groups {
-		changeGroupMembership(t, c, g, func(ctx context.Context, n *node.Node) error {
-			_, err := n.RemoveMember(ctx, removeID)
-			return err
-		})
-	}
-	select {
-	case <-victim.Done():
-	case <-time.After(20 * time.Second):
-		t.Errorf("n%d, removed from every group, did not stop itself within 20s", i+1)
-	}
-	c.halt(i)
-	if err := os.RemoveAll(c.dirs[i]); err != nil {
-		t.Fatal(err)
-	}
-	return func() {
-		id, err := datadir.Create(c.dirs[i], datadir.Identity{ClusterID: c.cluster, RaftID: c.nextID.Add(1) - 1, Name: fmt.Sprintf("n%d", i+1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		m := node.Member{ID: raftbridge.ID(id.RaftID), Name: id.Name, Incarnation: id.Incarnation, PublicKey: id.PublicKey}
-		for g := range c.groups {
-			changeGroupMembership(t, c, g, func(ctx context.Context, n *node.Node) error {
-				_, err := n.AddMember(ctx, m)
-				return err
-			})
-		}
-		s := c.start(i, nil, true, c.server(c.leader()).Node().Members()...)
-		began := time.Now()
-		// A key of every group: the new member must serve each of them.
-		for g := range c.groups {
-			key := keyOfGroup(g, c.groups)
-			for {
-				if _, ok := linGet(s.URL(), key); ok {
-					break
-				}
-				if time.Since(began) > churnReadWithin {
-					st := s.GroupNode(g).Status()
-					t.Errorf("new member %x (n%d) served no linearizable read of group %d within %v of starting; its status there: leader %s, applied %d, %d members",
-						id.RaftID, i+1, g, churnReadWithin, st.Leader, st.Applied, len(st.Members))
-					return
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-		}
-		t.Logf("new member %x (n%d) served a linearizable read of every group %v after starting", id.RaftID, i+1, time.Since(began).Round(time.Millisecond))
-	}
-}}
+// groupCount is the number of Raft groups of every node.
+func (c *linCluster) groupCount() int { return max(c.groups, 1) }
 
 // keyOfGroup is a key that kv.ShardOf places in group g of n.
 func keyOfGroup(g, n int) string {

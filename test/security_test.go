@@ -169,6 +169,21 @@ func (c *secCluster) startNode(t *testing.T, name string, extra ...string) *secP
 	return secStart(t, name, args...)
 }
 
+// joinNode starts name as a joiner, waits until it announced itself,
+// adds it as the admin and returns it with its HTTP URL.
+func (c *secCluster) joinNode(t *testing.T, name string, extra ...string) (*secProc, string) {
+	t.Helper()
+	p := c.startNode(t, name, extra...)
+	testnats.Eventually(t, 20*time.Second, func() error {
+		if !strings.Contains(p.out.String(), "announced") {
+			return fmt.Errorf("%s not announced", name)
+		}
+		return nil
+	})
+	c.memberRetry(t, "add", name)
+	return p, p.url(t, 30*time.Second)
+}
+
 // memberRetry retries a member command while the cluster is settling
 // (the first committed record not written yet, say).
 func (c *secCluster) memberRetry(t *testing.T, args ...string) {
@@ -280,15 +295,7 @@ func TestSecuredClusterUnderGeneratedPermissions(t *testing.T) {
 	})
 
 	for _, name := range []string{"n2", "n3", "n4"} {
-		nodes[name] = c.startNode(t, name)
-		testnats.Eventually(t, 20*time.Second, func() error {
-			if !strings.Contains(nodes[name].out.String(), "announced") {
-				return fmt.Errorf("%s not announced", name)
-			}
-			return nil
-		})
-		c.memberRetry(t, "add", name)
-		urls[name] = nodes[name].url(t, 30*time.Second)
+		nodes[name], urls[name] = c.joinNode(t, name)
 	}
 	secPut(t, urls["n2"], "k1", "v1")
 	testnats.Eventually(t, 20*time.Second, func() error {
