@@ -74,6 +74,8 @@ type Host struct {
 
 	mu    sync.Mutex
 	nodes map[*Node]chan time.Time
+	// peers are the peer hosts of the last ping round (tick loop only).
+	peers []uuid.UUID
 
 	stop chan struct{}
 	done chan struct{}
@@ -156,13 +158,15 @@ func (h *Host) run() {
 // tick hands a tick to every awake node and wakes quiescent followers
 // whose leader's host fell silent.
 func (h *Host) tick(now time.Time) {
-	silence := time.Duration(h.cfg.ElectionTicks) * h.cfg.TickInterval
+	silent := h.silentPeers(now)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for n, c := range h.nodes {
 		if n.q.isQuiescent() {
-			if inc, ok := n.quiescentLeader(); ok && h.silent(inc, now, silence) {
-				n.wake(wakeLeaderSilent)
+			if len(silent) > 0 {
+				if inc, ok := n.quiescentLeader(); ok && silent[inc] {
+					n.wake(wakeLeaderSilent)
+				}
 			}
 			continue
 		}
@@ -173,10 +177,21 @@ func (h *Host) tick(now time.Time) {
 	}
 }
 
-// silent reports whether nothing came from peer for longer than d.
-func (h *Host) silent(peer uuid.UUID, now time.Time, d time.Duration) bool {
-	last, ok := h.cfg.Bridge.LastHeard(peer)
-	return !ok || now.Sub(last) > d
+// silentPeers returns the peer hosts nothing came from for an election
+// timeout, nil when there are none: one look per peer host and tick, not
+// one per group.
+func (h *Host) silentPeers(now time.Time) map[uuid.UUID]bool {
+	silence := time.Duration(h.cfg.ElectionTicks) * h.cfg.TickInterval
+	var out map[uuid.UUID]bool
+	for _, p := range h.peers {
+		if last, ok := h.cfg.Bridge.LastHeard(p); !ok || now.Sub(last) > silence {
+			if out == nil {
+				out = make(map[uuid.UUID]bool)
+			}
+			out[p] = true
+		}
+	}
+	return out
 }
 
 // ping tells every peer host of every group that this host is alive.
@@ -188,6 +203,7 @@ func (h *Host) ping() {
 		peers = n.members.peerIncarnations(n.cfg.Incarnation, seen, peers)
 	}
 	h.mu.Unlock()
+	h.peers = peers
 	h.cfg.Bridge.Track(peers)
 	h.cfg.Bridge.Ping()
 }

@@ -84,6 +84,7 @@ func New(cfg Config) (*Bridge, error) {
 		meter: newMeter(),
 	}
 	b.meter.peerKey = b.peerKey
+	b.meter.sparse = cfg.sparseMetrics
 	b.meter.removed = cfg.Directory.RemovedID
 	b.log = cfg.Logger.With(
 		slog.String("component", "raftbridge"),

@@ -126,6 +126,9 @@ type Config struct {
 	// SnapshotApplyTimeout bounds the receiving node's ReceiveSnapshot (or
 	// Process) call for a complete snapshot. Default 1 min.
 	SnapshotApplyTimeout time.Duration
+
+	// sparseMetrics is set by Host.NewBridge: see meter.sparse.
+	sparseMetrics bool
 }
 
 // ErrInvalidConfig is wrapped by New for a Config it cannot use.

@@ -179,6 +179,7 @@ func (h *Host) NewBridge(cfg Config) (*Bridge, error) {
 	if cfg.Registerer != nil {
 		cfg.Registerer = prometheus.WrapRegistererWith(prometheus.Labels{"group": strconv.FormatUint(cfg.Group, 10)}, cfg.Registerer)
 	}
+	cfg.sparseMetrics = true
 	gb, err := h.reserve(cfg.Group)
 	if err != nil {
 		return nil, err

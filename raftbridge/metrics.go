@@ -160,6 +160,10 @@ type meter struct {
 	// removed peers can be deleted.
 	labelled map[uint64]struct{}
 	prom     *promMetrics // nil without a Registerer
+	// sparse: series appear with their first event instead of at 0 up
+	// front (a Host's groups: a thousand groups would hold ~46 zero
+	// series each).
+	sparse bool
 	now      func() time.Time
 	// peerKey maps a Raft ID to the key it is counted under where the ID
 	// is not already known to be a member (0 for IDs the directory does
@@ -197,7 +201,7 @@ func newMeter() *meter {
 // The caller holds m.mu and has checked m.prom.
 func (m *meter) label(id uint64) string {
 	l := peerLabel(id)
-	if _, ok := m.labelled[id]; !ok && id != 0 {
+	if _, ok := m.labelled[id]; !ok && id != 0 && !m.sparse {
 		m.labelled[id] = struct{}{}
 		for _, r := range SnapshotResults {
 			m.prom.snapSent.WithLabelValues(l, string(r))
@@ -471,9 +475,11 @@ func newPromMetrics(m *meter) *promMetrics {
 			Help: "Peers heard from in the last 5 s. A leader hears every follower; a follower hears only its leader.",
 		}, func() float64 { return float64(m.activePeers()) }),
 	}
-	for _, r := range DropReasons {
-		p.dropped.WithLabelValues(string(r))
-		p.droppedEnvelopes.WithLabelValues(string(r))
+	if !m.sparse {
+		for _, r := range DropReasons {
+			p.dropped.WithLabelValues(string(r))
+			p.droppedEnvelopes.WithLabelValues(string(r))
+		}
 	}
 	return p
 }
