@@ -51,6 +51,8 @@ type options struct {
 	// cost-as-work-grows grid instead of them.
 	nodes   int
 	scaling bool
+	// mg are the flags of section 6 (--groups, multigroup.go).
+	mg mgOptions
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -99,6 +101,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.skipSnapshot, "skip-snapshot", false, "skip section 4 (streamed snapshot transfer vs raw NATS)")
 	fs.Int64Var(&o.snapshotBytes, "snapshot-bytes", 1<<30, "snapshot size in section 4 (smoke: 4 MiB)")
 	fs.IntVar(&o.snapshotWindow, "snapshot-window", raftbridge.DefaultSnapshotWindow, "raftbridge.Config.SnapshotWindow in section 4")
+	registerMGFlags(fs, &o.mg)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -187,6 +190,11 @@ raftbus bench: side-by-side benchmark of the raftbus transport.
      throughput ratio and each side's RSS growth (child processes).
   5. with --scaling, commits/s and CPU per commit of raftbus and rafthttp
      for 3, 5 and 7 nodes and 128 B, 1 KiB and 16 KiB values.
+  6. with --groups, many Raft groups per process (3 host processes, one
+     NATS server): commits/s of --groups-many groups vs 1, the idle CPU and
+     memory per group of --groups-total quiescent groups, and frames/s as
+     the number of active groups grows. Add --skip-bus --skip-cluster
+     --skip-snapshot to run it alone.
 
 Rounds alternate the transports (A/B/A/B). Progress goes to stderr, the
 table (or --json) to stdout.`

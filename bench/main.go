@@ -26,6 +26,8 @@ func main() {
 			err = runNodeChild()
 		case modeNATS:
 			err = runNATSChild(os.Args[2:])
+		case modeMGHost:
+			err = runMGHostChild()
 		default:
 			os.Exit(runMain(os.Args[1:]))
 		}
@@ -72,6 +74,7 @@ type report struct {
 	Goals    []goal            `json:"goals,omitempty"`
 	Snapshot *snapResult       `json:"snapshot,omitempty"`
 	Scaling  []scalingRow      `json:"scaling,omitempty"`
+	Groups   *mgReport         `json:"multigroup,omitempty"`
 	Seconds  float64           `json:"total_seconds"`
 }
 
@@ -196,9 +199,18 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 			return fmt.Errorf("scaling section: %w", err)
 		}
 	}
+	if o.mg.Enabled {
+		progress("\n== 6. many Raft groups per process ==")
+		if rep.Groups, err = runMultiGroup(ctx, o, root, progress); err != nil {
+			return fmt.Errorf("groups section: %w", err)
+		}
+	}
 	if !o.smoke {
 		// Smoke counts are too small for the goals to mean anything.
 		rep.Goals = append(evaluateGoals(rep.BusSum, rep.Summary, o.clients, o.raftexample), snapshotGoals(rep.Snapshot)...)
+		if rep.Groups != nil {
+			rep.Goals = append(rep.Goals, rep.Groups.Goals...)
+		}
 	}
 	rep.Seconds = time.Since(began).Seconds()
 
@@ -226,6 +238,7 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	printTables(stdout, rep.Machine, rep.BusSum, rep.PingSum, rep.Summary, rep.Goals, o.rounds, o.via, !o.noSync)
 	printSnapshot(stdout, rep.Snapshot, o.smoke)
 	printScaling(stdout, rep.Scaling)
+	printMultiGroup(stdout, rep.Groups)
 	fmt.Fprintf(stdout, "\ntotal %.0fs\n", rep.Seconds)
 	return nil
 }

@@ -37,6 +37,12 @@ func TestMain(m *testing.M) {
 				os.Exit(1)
 			}
 			os.Exit(0)
+		case modeMGHost:
+			if err := runMGHostChild(); err != nil {
+				fmt.Fprintln(os.Stderr, "bench child:", err)
+				os.Exit(1)
+			}
+			os.Exit(0)
 		}
 	}
 	os.Exit(m.Run())
