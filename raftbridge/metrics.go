@@ -164,7 +164,7 @@ type meter struct {
 	// front (a Host's groups: a thousand groups would hold ~46 zero
 	// series each).
 	sparse bool
-	now      func() time.Time
+	now    func() time.Time
 	// peerKey maps a Raft ID to the key it is counted under where the ID
 	// is not already known to be a member (0 for IDs the directory does
 	// not know); nil counts every ID as itself.
