@@ -147,7 +147,11 @@
 //     any inbound message except heartbeat responses and plain heartbeats
 //     of the leader and term it quiesced under (both carry nothing new, and
 //     coalescing may deliver them after the marked round, which would wake
-//     the group again at once, forever).
+//     the group again at once, forever; CockroachDB met the same corner
+//     case when it coalesced heartbeats, cockroach#9380, and answered it by
+//     flushing ten times per tick; here such messages are stepped and
+//     answered, so a leader's check-quorum still counts the follower, but
+//     they wake nothing).
 //   - A quiescent follower whose leader's host sent nothing, not even a
 //     host ping (sent to every peer host every third of an election
 //     timeout, whatever the number of groups), for an election timeout
