@@ -315,8 +315,14 @@ func (n *Node) selfRemoved(source string) {
 	if n.removed.Swap(true) {
 		return
 	}
-	n.log.Error("this node was removed from the cluster and stops now; wipe its data directory before this machine rejoins as a new member",
-		"learned_from", source, "incarnation", n.cfg.Incarnation)
+	if n.cfg.Host != nil {
+		// One group of many: the host's other groups go on.
+		n.log.Warn("this node was removed from this Raft group, which stops here; the node's other groups go on (its Raft ID stays tombstoned in this group)",
+			"learned_from", source, "incarnation", n.cfg.Incarnation)
+	} else {
+		n.log.Error("this node was removed from the cluster and stops now; wipe its data directory before this machine rejoins as a new member",
+			"learned_from", source, "incarnation", n.cfg.Incarnation)
+	}
 	go n.Stop()
 }
 

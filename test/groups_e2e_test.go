@@ -25,7 +25,11 @@ func TestShardedClusterUnderGeneratedPermissions(t *testing.T) {
 	urls := map[string]string{"n1": nodes["n1"].url(t, 30*time.Second)}
 	c.waitStream(t)
 	for _, name := range []string{"n2", "n3"} {
-		nodes[name], urls[name] = c.joinNode(t, name, "--groups", g)
+		var added string
+		nodes[name], urls[name], added = c.joinNode(t, name, "--groups", g)
+		if !strings.Contains(added, "--groups "+g) {
+			t.Errorf("member add prints a start command without --groups %s:\n%s", g, added)
+		}
 		for gr := 1; gr < groups; gr++ {
 			c.memberRetry(t, "add", name, "--group", fmt.Sprint(gr))
 		}

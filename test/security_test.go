@@ -170,8 +170,9 @@ func (c *secCluster) startNode(t *testing.T, name string, extra ...string) *secP
 }
 
 // joinNode starts name as a joiner, waits until it announced itself,
-// adds it as the admin and returns it with its HTTP URL.
-func (c *secCluster) joinNode(t *testing.T, name string, extra ...string) (*secProc, string) {
+// adds it as the admin and returns it with its HTTP URL and what
+// 'member add' printed.
+func (c *secCluster) joinNode(t *testing.T, name string, extra ...string) (*secProc, string, string) {
 	t.Helper()
 	p := c.startNode(t, name, extra...)
 	testnats.Eventually(t, 20*time.Second, func() error {
@@ -180,14 +181,15 @@ func (c *secCluster) joinNode(t *testing.T, name string, extra ...string) (*secP
 		}
 		return nil
 	})
-	c.memberRetry(t, "add", name)
-	return p, p.url(t, 30*time.Second)
+	out := c.memberRetry(t, "add", name)
+	return p, p.url(t, 30*time.Second), out
 }
 
 // memberRetry retries a member command while the cluster is settling
 // (the first committed record not written yet, say).
-func (c *secCluster) memberRetry(t *testing.T, args ...string) {
+func (c *secCluster) memberRetry(t *testing.T, args ...string) string {
 	t.Helper()
+	var printed string
 	full := append([]string{"member"}, append(args, "--cluster", c.cluster.String(), "-s", c.srv.ClientURL(),
 		"--nkey", c.adminKey, "--timeout", "20s")...)
 	testnats.Eventually(t, 40*time.Second, func() error {
@@ -195,8 +197,10 @@ func (c *secCluster) memberRetry(t *testing.T, args ...string) {
 		if code := cli.Main(context.Background(), full, &out, &errOut); code != 0 {
 			return fmt.Errorf("raftbus %s: exit %d: %s", strings.Join(full, " "), code, errOut.String())
 		}
+		printed = out.String()
 		return nil
 	})
+	return printed
 }
 
 func (c *secCluster) member(t *testing.T, args ...string) string {
@@ -295,7 +299,7 @@ func TestSecuredClusterUnderGeneratedPermissions(t *testing.T) {
 	})
 
 	for _, name := range []string{"n2", "n3", "n4"} {
-		nodes[name], urls[name] = c.joinNode(t, name)
+		nodes[name], urls[name], _ = c.joinNode(t, name)
 	}
 	secPut(t, urls["n2"], "k1", "v1")
 	testnats.Eventually(t, 20*time.Second, func() error {

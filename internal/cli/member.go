@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"os/user"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -363,6 +364,10 @@ func runAdd(ctx context.Context, g *globals, f *memberFlags, s *session, d *memb
 		return err
 	}
 	start := startCommand(s.cluster.String(), f.prefix, f.nats.server, cand)
+	if n := s.groupCount(ctx); n > 1 {
+		// A sharded cluster: the node must run every group.
+		start += fmt.Sprintf(" --groups %d", n)
+	}
 	var promoted *membership.Outcome
 	if f.autoPromote {
 		if f.writeOut != "json" {
@@ -608,4 +613,14 @@ func (s *session) groupZeroID(ctx context.Context, inc uuid.UUID, name string) (
 		}
 	}
 	return 0, withCode(ExitPrecondition, fmt.Errorf("%s (incarnation %s) is not a member of group 0: a host joins group 0 first ('raftbus member add %s'), which gives it the Raft ID it holds in every group", name, inc, name))
+}
+
+// groupCount is how many Raft groups the cluster's stream shows records of
+// (1 when only group 0, or when it cannot tell).
+func (s *session) groupCount(ctx context.Context) int {
+	gs, err := s.stream.InGroup(0).Groups(ctx)
+	if err != nil || len(gs) == 0 {
+		return 1
+	}
+	return int(slices.Max(gs)) + 1
 }
