@@ -113,9 +113,9 @@ func newLinClusterProxiedGroups(t *testing.T, tune node.Config, groups int) *lin
 
 // newLinClusterOnNATSCluster is a three-node cluster on a three-server
 // NATS cluster with proxied routes; node i prefers server i.
-func newLinClusterOnNATSCluster(t *testing.T) *linCluster {
+func newLinClusterOnNATSCluster(t *testing.T, groups int) *linCluster {
 	pc := testnats.RunProxiedCluster(t, 3)
-	c := newLinCluster(t, 3, 3, 1, linTune, pc.ClientURLs)
+	c := newLinCluster(t, 3, 3, groups, linTune, pc.ClientURLs)
 	c.nats = pc
 	return c
 }
@@ -641,7 +641,7 @@ func TestLinearizabilityNodeFaults(t *testing.T) {
 // NATS faults on a three-node cluster over a three-server NATS cluster: a
 // NATS server killed and restarted, and the routes between two servers cut.
 func TestLinearizabilityNATSFaults(t *testing.T) {
-	c := newLinClusterOnNATSCluster(t)
+	c := newLinClusterOnNATSCluster(t, 1)
 	c.leader()
 	for _, f := range []fault{natsServerKill, routePartition} {
 		t.Run(f.name, func(t *testing.T) {
@@ -735,6 +735,19 @@ func TestLinearizabilityManyGroups(t *testing.T) {
 	c := newLinClusterProxiedGroups(t, linTune, manyGroups)
 	c.leader()
 	for _, f := range []fault{killRestart, leaderKill, pause, wholeCrash} {
+		t.Run(f.name, func(t *testing.T) {
+			c.t = t
+			runFault(t, c, f)
+		})
+	}
+}
+
+// The NATS faults again, with manyGroups groups on every node: a NATS
+// server killed under the nodes of every group, and routes cut.
+func TestLinearizabilityManyGroupsNATSFaults(t *testing.T) {
+	c := newLinClusterOnNATSCluster(t, manyGroups)
+	c.leader()
+	for _, f := range []fault{natsServerKill, routePartition} {
 		t.Run(f.name, func(t *testing.T) {
 			c.t = t
 			runFault(t, c, f)
