@@ -117,3 +117,21 @@ func TestShardedServers(t *testing.T) {
 		return nil
 	})
 }
+
+// A node that joins a sharded cluster before a young group's leader wrote
+// that group's records learns the group's members from group 0's verified
+// records (they are the bootstrap's): with none, it would drop the group's
+// leader as an unknown sender once it is added, and a group of two voters
+// would lose its quorum.
+func TestJoinerLearnsAYoungGroupsMembersFromGroupZero(t *testing.T) {
+	c := newTestCluster(t, 2, 2, nil) // one group: the stream holds group 0's records only
+	c.leader()
+	joiner := &Server{cfg: Config{Conn: testnats.Connect(t, c.ns)}, log: testLogger()}
+	testnats.Eventually(t, 10*time.Second, func() error {
+		got := joiner.joinMembers(c.servers[0].Identity().ClusterID, 3)
+		if len(got) != 2 {
+			return fmt.Errorf("learned %d members of group 3, want group 0's 2", len(got))
+		}
+		return nil
+	})
+}

@@ -149,6 +149,14 @@ func (s *Server) joinMembers(cluster uuid.UUID, group uint64) []node.Member {
 			var recs []membership.Record
 			if recs, err = st.ReadAll(ctx, membership.KindCommitted); err == nil {
 				d := membership.Rebuild(recs)
+				if d.Version == 0 && group != 0 {
+					// A group bootstrapped with the cluster whose leader
+					// has not written its records yet: its members are
+					// the bootstrap's, which group 0's verified records
+					// name. Without them this node would drop the group's
+					// leader as an unknown sender once it is added.
+					return s.joinMembers(cluster, 0)
+				}
 				var out []node.Member
 				for _, m := range d.Sorted() {
 					m.AutoPromote = false // not part of the directory the joiner starts from

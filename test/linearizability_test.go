@@ -629,26 +629,14 @@ func firstIndex(c *linCluster) uint64 {
 // phase with its own keys and its own checked history.
 func TestLinearizabilityNodeFaults(t *testing.T) {
 	c := newLinClusterProxied(t, linTune)
-	c.leader()
-	for _, f := range []fault{killRestart, leaderKill, pause, wholeCrash} {
-		t.Run(f.name, func(t *testing.T) {
-			c.t = t
-			runFault(t, c, f)
-		})
-	}
+	runFaults(t, c, killRestart, leaderKill, pause, wholeCrash)
 }
 
 // NATS faults on a three-node cluster over a three-server NATS cluster: a
 // NATS server killed and restarted, and the routes between two servers cut.
 func TestLinearizabilityNATSFaults(t *testing.T) {
 	c := newLinClusterOnNATSCluster(t, 1)
-	c.leader()
-	for _, f := range []fault{natsServerKill, routePartition} {
-		t.Run(f.name, func(t *testing.T) {
-			c.t = t
-			runFault(t, c, f)
-		})
-	}
+	runFaults(t, c, natsServerKill, routePartition)
 }
 
 // Membership churn under load: remove a follower, wipe it, re-add it under
@@ -723,6 +711,18 @@ func TestLinearizabilityDetectsStaleReads(t *testing.T) {
 	}
 }
 
+// runFaults runs each fault as a subtest on c, one after the other, once c
+// has a leader.
+func runFaults(t *testing.T, c *linCluster, faults ...fault) {
+	c.leader()
+	for _, f := range faults {
+		t.Run(f.name, func(t *testing.T) {
+			c.t = t
+			runFault(t, c, f)
+		})
+	}
+}
+
 // manyGroups is the group count of the many-groups suites: enough that
 // every host leads some groups and follows others.
 const manyGroups = 8
@@ -733,26 +733,14 @@ const manyGroups = 8
 // some other groups and follows the rest).
 func TestLinearizabilityManyGroups(t *testing.T) {
 	c := newLinClusterProxiedGroups(t, linTune, manyGroups)
-	c.leader()
-	for _, f := range []fault{killRestart, leaderKill, pause, wholeCrash} {
-		t.Run(f.name, func(t *testing.T) {
-			c.t = t
-			runFault(t, c, f)
-		})
-	}
+	runFaults(t, c, killRestart, leaderKill, pause, wholeCrash)
 }
 
 // The NATS faults again, with manyGroups groups on every node: a NATS
 // server killed under the nodes of every group, and routes cut.
 func TestLinearizabilityManyGroupsNATSFaults(t *testing.T) {
 	c := newLinClusterOnNATSCluster(t, manyGroups)
-	c.leader()
-	for _, f := range []fault{natsServerKill, routePartition} {
-		t.Run(f.name, func(t *testing.T) {
-			c.t = t
-			runFault(t, c, f)
-		})
-	}
+	runFaults(t, c, natsServerKill, routePartition)
 }
 
 // The seed scenario with many groups: a follower is removed from every

@@ -618,9 +618,17 @@ func (s *session) groupZeroID(ctx context.Context, inc uuid.UUID, name string) (
 // groupCount is how many Raft groups the cluster's stream shows records of
 // (1 when only group 0, or when it cannot tell).
 func (s *session) groupCount(ctx context.Context) int {
-	gs, err := s.stream.InGroup(0).Groups(ctx)
-	if err != nil || len(gs) == 0 {
-		return 1
+	n := 1
+	if gs, err := s.stream.InGroup(0).Groups(ctx); err == nil && len(gs) > 0 {
+		n = int(slices.Max(gs)) + 1
 	}
-	return int(slices.Max(gs)) + 1
+	// A running node knows all its groups, also those whose records are
+	// not on the stream yet.
+	live, _ := membership.QueryStatus(ctx, s.nc, s.prefix, s.cluster, 500*time.Millisecond)
+	for _, st := range live {
+		for g := range st.Groups {
+			n = max(n, int(g)+1)
+		}
+	}
+	return n
 }
