@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -343,51 +342,16 @@ func TestSecuredClusterUnderGeneratedPermissions(t *testing.T) {
 	}
 }
 
-// secWatcher collects the permission violations a client is told of.
-type secWatcher struct {
-	mu   sync.Mutex
-	errs []string
-}
-
-func (w *secWatcher) handler(_ *nats.Conn, _ *nats.Subscription, err error) {
-	if errors.Is(err, nats.ErrPermissionViolation) {
-		w.mu.Lock()
-		w.errs = append(w.errs, err.Error())
-		w.mu.Unlock()
-	}
-}
-
-// refused waits until a violation naming subject arrives.
-func (w *secWatcher) refused(t *testing.T, subject string) {
-	t.Helper()
-	testnats.Eventually(t, 5*time.Second, func() error {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		for _, e := range w.errs {
-			if strings.Contains(e, `"`+subject+`"`) {
-				return nil
-			}
-		}
-		return fmt.Errorf("no violation for %s (have %v)", subject, w.errs)
-	})
-}
-
-func (w *secWatcher) count() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return len(w.errs)
-}
-
 // secConnectAs connects with the nkey of a data directory and the node's
 // inbox prefix, as a node does.
-func secConnectAs(t *testing.T, url, dir string, id *datadir.Identity, w *secWatcher) *nats.Conn {
+func secConnectAs(t *testing.T, url, dir string, id *datadir.Identity, w *testnats.PermWatcher) *nats.Conn {
 	t.Helper()
 	kp, err := datadir.LoadKey(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	nc, err := nats.Connect(url, nats.Nkey(id.PublicKey, kp.Sign), nats.CustomInboxPrefix("_INBOX."+id.Incarnation.String()),
-		nats.ErrorHandler(w.handler))
+		nats.ErrorHandler(w.Handler))
 	if err != nil {
 		t.Fatalf("connect as %s: %v", id.Name, err)
 	}
@@ -402,7 +366,7 @@ func secConnectAs(t *testing.T, url, dir string, id *datadir.Identity, w *secWat
 func TestNodeCredentialsActOnlyAsThatNode(t *testing.T) {
 	c := newSecCluster(t, "n2")
 	a, b := c.ids["n2"], c.ids["n1"]
-	w := &secWatcher{}
+	w := &testnats.PermWatcher{}
 	nc := secConnectAs(t, c.srv.ClientURL(), c.dirs["n2"], a, w)
 	pc := "raftbus." + c.cluster.String()
 	st := membership.StreamName("raftbus", c.cluster)
@@ -444,20 +408,20 @@ func TestNodeCredentialsActOnlyAsThatNode(t *testing.T) {
 		if err := nc.Publish(s, []byte("{}")); err != nil {
 			t.Fatal(err)
 		}
-		w.refused(t, s)
+		w.Refused(t, s)
 	}
 	subs := []string{pc + "." + B + ".>", "_INBOX.>", "_INBOX." + B + ".>", pc + ".>", ">"}
 	for _, s := range subs {
 		if _, err := nc.SubscribeSync(s); err != nil {
 			t.Fatal(err)
 		}
-		w.refused(t, s)
+		w.Refused(t, s)
 	}
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := w.count(), len(pubs)+len(subs); got != want {
-		t.Fatalf("%d violations, want %d: %v", got, want, w.errs)
+	if got, want := len(w.Violations()), len(pubs)+len(subs); got != want {
+		t.Fatalf("%d violations, want %d: %v", got, want, w.Violations())
 	}
 	if got := c.viol.Count(); got < len(pubs)+len(subs) {
 		t.Fatalf("server logged %d violations, want %d", got, len(pubs)+len(subs))

@@ -4,13 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -184,31 +181,6 @@ func TestNATSConfigParses(t *testing.T) {
 	}
 }
 
-// permWatcher collects the permission violations a connection reports.
-type permWatcher struct {
-	mu   sync.Mutex
-	errs []string
-}
-
-func (w *permWatcher) handler(_ *nats.Conn, _ *nats.Subscription, err error) {
-	if errors.Is(err, nats.ErrPermissionViolation) {
-		w.mu.Lock()
-		w.errs = append(w.errs, err.Error())
-		w.mu.Unlock()
-	}
-}
-
-func (w *permWatcher) refused(subject string) error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for _, e := range w.errs {
-		if strings.Contains(e, `"`+subject+`"`) {
-			return nil
-		}
-	}
-	return fmt.Errorf("no violation for %s (have %v)", subject, w.errs)
-}
-
 // On a real server configured with the printed block, a node writes its
 // own records of a Raft group other than 0 and the admin that group's
 // requests (JetStream acknowledges them), while a node's attempt at
@@ -240,14 +212,14 @@ func TestNATSConfigGroupPermissionsOnARealServer(t *testing.T) {
 	defer cancel()
 	const group = 3
 	// asNode opens group's view of the stream as the node of dir.
-	asNode := func(dir string, id *datadir.Identity, w *permWatcher, create bool) (*nats.Conn, *membership.Stream) {
+	asNode := func(dir string, id *datadir.Identity, w *testnats.PermWatcher, create bool) (*nats.Conn, *membership.Stream) {
 		t.Helper()
 		kp, err := datadir.LoadKey(dir)
 		if err != nil {
 			t.Fatal(err)
 		}
 		nc, err := nats.Connect(srv.ClientURL(), nats.Nkey(id.PublicKey, kp.Sign), nats.CustomInboxPrefix("_INBOX."+id.Incarnation.String()),
-			nats.ErrorHandler(w.handler))
+			nats.ErrorHandler(w.Handler))
 		if err != nil {
 			t.Fatalf("connect as %s: %v", id.Name, err)
 		}
@@ -268,7 +240,7 @@ func TestNATSConfigGroupPermissionsOnARealServer(t *testing.T) {
 		return nc, s
 	}
 	// n1 bootstraps: it creates the stream, and writes in group 3.
-	_, s1 := asNode(d1, id1, &permWatcher{}, true)
+	_, s1 := asNode(d1, id1, &testnats.PermWatcher{}, true)
 	m1 := membership.Member{ID: 1, Name: "n1", Incarnation: id1.Incarnation, PublicKey: id1.PublicKey}
 	if err := s1.PublishCommitted(ctx, membership.Committed{Index: 1, Op: membership.OpAdd, Member: m1, Version: 1}); err != nil {
 		t.Fatalf("n1's committed record of group %d: %v", group, err)
@@ -296,7 +268,7 @@ func TestNATSConfigGroupPermissionsOnARealServer(t *testing.T) {
 	if _, err := admin.Submit(ctx, membership.Request{ID: "r2", Op: membership.OpRemove, RaftID: 1}, 0); err != nil {
 		t.Fatalf("the admin's request in group %d: %v", group, err)
 	}
-	w := &permWatcher{}
+	w := &testnats.PermWatcher{}
 	nc2, s2 := asNode(d2, id2, w, false)
 	if err := s2.PublishCommitted(ctx, membership.Committed{Index: 1, Op: membership.OpAdd, Member: m1, Version: 1}); err != nil {
 		t.Fatalf("n2's own committed record of group %d: %v", group, err)
@@ -313,7 +285,7 @@ func TestNATSConfigGroupPermissionsOnARealServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, subj := range refused {
-		testnats.Eventually(t, 5*time.Second, func() error { return w.refused(subj) })
+		w.Refused(t, subj)
 	}
 	recs, err := admin.ReadAll(ctx)
 	if err != nil {
