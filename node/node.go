@@ -110,7 +110,6 @@ func New(cfg Config) (*Node, error) {
 	n.reqBase = binary.BigEndian.Uint64(b[:]) >> 2
 	n.sessions = sessionTable{}
 	if cfg.Host != nil {
-		n.q.enabled = true
 		n.cfg.Ticker = func() (<-chan time.Time, func()) { return cfg.Host.ticker(n) }
 	}
 

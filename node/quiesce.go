@@ -38,10 +38,12 @@ const (
 // quiescence is a node's quiescence state. state is read lock-free on
 // every proposal and inbound message; transitions take mu, so that a wake
 // never loses against a concurrent decision to quiesce.
+//
+// Only a group of a Host quiesces (Config.Host): a node of its own never
+// leaves qAwake, whatever its peers send.
 type quiescence struct {
-	enabled bool
-	state   atomic.Int32
-	mu      sync.Mutex
+	state atomic.Int32
+	mu    sync.Mutex
 	// idle counts consecutive idle ticks of a leader; raft loop only.
 	idle int
 	// leader and term are the Raft ID and term a quiescent node was
@@ -58,7 +60,7 @@ func (q *quiescence) isQuiescent() bool { return q.state.Load() == qQuiescent }
 // and membership changes reach the leader by themselves.
 func (n *Node) wake(reason string) {
 	q := &n.q
-	if !q.enabled || q.state.Load() == qAwake {
+	if q.state.Load() == qAwake {
 		return
 	}
 	q.mu.Lock()
@@ -86,7 +88,7 @@ func (n *Node) wake(reason string) {
 // otherwise wake the group again at once, forever.
 func (n *Node) wakeOn(m *raftpb.Message) (quiescing bool) {
 	q := &n.q
-	if !q.enabled {
+	if n.cfg.Host == nil {
 		return false
 	}
 	marked := bytes.Equal(m.GetContext(), quiesceMarker)
@@ -112,7 +114,7 @@ func (n *Node) wakeOn(m *raftpb.Message) (quiescing bool) {
 // leader stops ticking.
 func (n *Node) maybeQuiesce() {
 	q := &n.q
-	if !q.enabled || n.cfg.Host.cfg.QuiesceTicks < 0 || !n.isLeader.Load() || !n.idleLeader() {
+	if n.cfg.Host == nil || n.cfg.Host.cfg.QuiesceTicks < 0 || !n.isLeader.Load() || !n.idleLeader() {
 		q.idle = 0
 		if q.state.Load() == qQuiescing { // leadership or work came first
 			q.mu.Lock()

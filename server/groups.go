@@ -78,9 +78,11 @@ func (s *Server) checkGroups(firstStart bool) error {
 	if err != nil {
 		return fmt.Errorf("server: list the Raft groups of %s: %w", s.cfg.DataDir, err)
 	}
-	if n := uint64(len(stored)); n > 0 && slices.Max(stored) >= uint64(s.cfg.Groups) {
-		return fmt.Errorf("server: %s holds %d Raft groups, but the node was started with %d: a cluster keeps the group count it was created with (start it with --groups %d)",
-			s.identity, slices.Max(stored)+1, s.cfg.Groups, slices.Max(stored)+1)
+	if len(stored) > 0 {
+		if n := slices.Max(stored) + 1; n > uint64(s.cfg.Groups) {
+			return fmt.Errorf("server: %s holds %d Raft groups, but the node was started with %d: a cluster keeps the group count it was created with (start it with --groups %d)",
+				s.identity, n, s.cfg.Groups, n)
+		}
 	}
 	if firstStart {
 		return nil // a first start that failed half-way bootstraps every group again

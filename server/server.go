@@ -411,12 +411,7 @@ func (s *Server) Registry() *prometheus.Registry { return s.registry }
 // Done is closed when the node stopped by itself (it was removed, or its
 // storage failed) or after Stop; with many groups, once every group's
 // node stopped (a node removed from some groups serves the others).
-func (s *Server) Done() <-chan struct{} {
-	if !s.multi() {
-		return s.node.Done()
-	}
-	return s.done
-}
+func (s *Server) Done() <-chan struct{} { return s.done }
 
 // Stop shuts the HTTP API down, stops the node (a leader hands leadership
 // over first) and closes the bus, storage and directory lock. It is
