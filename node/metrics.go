@@ -1,9 +1,9 @@
 package node
 
 import (
-	"strconv"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/raftbus/raftbus/internal/grouplabel"
 )
 
 // metrics follow etcd's etcd_server_* names under the raftbus namespace, so
@@ -122,5 +122,5 @@ func groupRegisterer(cfg Config) prometheus.Registerer {
 	if cfg.Registerer == nil || cfg.Host == nil {
 		return cfg.Registerer
 	}
-	return prometheus.WrapRegistererWith(prometheus.Labels{"group": strconv.FormatUint(cfg.Group, 10)}, cfg.Registerer)
+	return grouplabel.Wrap(cfg.Registerer, cfg.Group)
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/raftbus/raftbus/bus"
+	"github.com/raftbus/raftbus/internal/grouplabel"
 	"github.com/raftbus/raftbus/internal/wire"
 )
 
@@ -176,9 +176,7 @@ func (h *Host) NewBridge(cfg Config) (*Bridge, error) {
 	if cfg.Registerer == nil {
 		cfg.Registerer = h.cfg.Registerer
 	}
-	if cfg.Registerer != nil {
-		cfg.Registerer = prometheus.WrapRegistererWith(prometheus.Labels{"group": strconv.FormatUint(cfg.Group, 10)}, cfg.Registerer)
-	}
+	cfg.Registerer = grouplabel.Wrap(cfg.Registerer, cfg.Group)
 	cfg.sparseMetrics = true
 	gb, err := h.reserve(cfg.Group)
 	if err != nil {

@@ -6,12 +6,13 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"strconv"
 	"sync"
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/raftbus/raftbus/internal/grouplabel"
 )
 
 // ErrGroupOpen is returned by Host.Group for a group whose store is open:
@@ -266,7 +267,7 @@ func (h *Host) groupRegisterer(g uint64) prometheus.Registerer {
 	if h.opts.Registerer == nil || h.legacy {
 		return h.opts.Registerer
 	}
-	return prometheus.WrapRegistererWith(prometheus.Labels{"group": strconv.FormatUint(g, 10)}, h.opts.Registerer)
+	return grouplabel.Wrap(h.opts.Registerer, g)
 }
 
 // Groups returns, in increasing order, the groups that have state in the
